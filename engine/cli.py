@@ -1,0 +1,62 @@
+"""Engine commands of the ``texbridge`` CLI (no HTTP; the server adds ``serve``).
+
+Each command lives in ``engine/commands/<name>.py`` and exposes
+``add_parser(subparsers)`` and ``run(args) -> int``. Errors derived from
+``TexbridgeError`` print one line (``error: ...``) and exit with their code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from types import ModuleType
+
+from engine.errors import TexbridgeError
+
+#: Engine subcommands, in help order. Each module is imported lazily.
+ENGINE_COMMANDS = ("texture", "batch", "render", "doctor")
+
+
+def _load(name: str) -> ModuleType | None:
+    try:
+        return importlib.import_module(f"engine.commands.{name}")
+    except ModuleNotFoundError as exc:
+        if exc.name == f"engine.commands.{name}":
+            return None  # command not built yet
+        raise
+
+
+def add_engine_commands(subparsers: argparse._SubParsersAction) -> None:
+    for name in ENGINE_COMMANDS:
+        mod = _load(name)
+        if mod is not None:
+            mod.add_parser(subparsers)
+
+
+def run_parsed(args: argparse.Namespace) -> int:
+    """Run a parsed command; user errors become one line on stderr and an exit code."""
+    try:
+        return int(args.func(args) or 0)
+    except TexbridgeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="texbridge", description="Text-to-UV-texture by calibrated score distillation.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_engine_commands(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return run_parsed(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Score-distillation guidance: methods, timestep sampling, prompts."""

@@ -1,0 +1,1 @@
+"""Diffusion priors (Stable Diffusion family through diffusers; the embedded model)."""

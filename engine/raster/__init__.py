@@ -1,0 +1,1 @@
+"""Rasterizer: one small API, numba (CPU, default) and nvdiffrast (CUDA) backends."""

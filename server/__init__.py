@@ -1,0 +1,1 @@
+"""texbridge engine process: HTTP API, job store, worker, streaming."""
