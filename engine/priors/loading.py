@@ -1,0 +1,230 @@
+"""Where a prior comes from: ``ModelRef`` (parsed from a string) and ``load_prior``.
+
+A model string is one of:
+- ``auto``: Stable Diffusion 2.1-base when its weights are in the local Hugging Face
+  cache, otherwise the embedded model (with a warning saying how to get the real one);
+- ``embedded``: the small model shipped with texbridge (``engine.priors.embedded``);
+- a hub id (``owner/name``), loaded from the local cache, downloaded when online;
+- a diffusers folder (``model_index.json`` inside);
+- a single ``.safetensors`` checkpoint (what Blender users download). Pickle formats
+  (``.ckpt``, ``.bin``, ``.pt``, ``.pth``) are refused: they can run code when loaded.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+
+import torch
+
+from engine.errors import BackendUnavailableError, ModelNotFoundError, SpecError
+
+log = logging.getLogger("texbridge")
+
+#: The paper's model (SDS-Bridge 2D recipe): the default hub id.
+DEFAULT_HUB_MODEL = "stabilityai/stable-diffusion-2-1-base"
+PICKLE_SUFFIXES = (".ckpt", ".bin", ".pt", ".pth", ".pkl")
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+class ModelKind(Enum):
+    """How a model string is resolved (the only place a name picks a loader)."""
+
+    AUTO = "auto"
+    EMBEDDED = "embedded"
+    HUB = "hub"
+    FOLDER = "folder"
+    SINGLE_FILE = "single_file"
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A parsed model string: ``kind`` and ``value`` (hub id or absolute path)."""
+
+    kind: ModelKind
+    value: str
+
+    @classmethod
+    def parse(cls, model: str) -> "ModelRef":
+        s = (model or "").strip()
+        if not s:
+            raise SpecError("model is empty; allowed: auto, embedded, a hub id, a diffusers folder or a .safetensors file")
+        if s.lower() == "auto":
+            return cls(ModelKind.AUTO, "auto")
+        if s.lower() == "embedded":
+            return cls(ModelKind.EMBEDDED, "embedded")
+        p = Path(s).expanduser()
+        if p.is_dir():
+            return cls(ModelKind.FOLDER, str(p.resolve()))
+        if p.suffix.lower() in (".safetensors",) + PICKLE_SUFFIXES:
+            return cls(ModelKind.SINGLE_FILE, str(p.resolve()))
+        if p.exists():
+            raise SpecError(f"model {s!r} is a file but not a .safetensors checkpoint; give a diffusers folder or a .safetensors file")
+        if _HUB_ID.match(s) and not s.startswith((".", "~")):
+            return cls(ModelKind.HUB, s)
+        raise ModelNotFoundError(f"model {s!r}: no such folder or file, and not a hub id (owner/name); check the path")
+
+
+def hub_cache_dir() -> Path:
+    """The Hugging Face hub cache in effect (``HF_HUB_CACHE``, ``HF_HOME``/hub, or the default)."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"])
+    if os.environ.get("HF_HOME"):
+        return Path(os.environ["HF_HOME"]) / "hub"
+    from huggingface_hub import constants
+
+    return Path(constants.HF_HUB_CACHE)
+
+
+def hub_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def is_cached(repo_id: str) -> bool:
+    """True when ``repo_id``'s ``model_index.json`` is in the local hub cache."""
+    from huggingface_hub import try_to_load_from_cache
+
+    found = try_to_load_from_cache(repo_id, "model_index.json", cache_dir=str(hub_cache_dir()))
+    return isinstance(found, str)
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``auto`` -> cuda when available, else cpu; ``cuda`` without CUDA is an error."""
+    d = str(device)
+    if d == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if d.startswith("cuda") and not torch.cuda.is_available():
+        raise BackendUnavailableError("device 'cuda' requested but CUDA is not available here; use --device cpu or auto")
+    return torch.device(d)
+
+
+def _missing_message(repo_id: str) -> str:
+    return (
+        f"model {repo_id!r} is not in the local Hugging Face cache ({hub_cache_dir()}) and cannot be downloaded "
+        f"(offline); fix: run `huggingface-cli download {repo_id}` on a machine with network (or copy the cache), "
+        f"or pass --model PATH to a diffusers folder or .safetensors file"
+    )
+
+
+def _pipeline_kwargs(dtype: torch.dtype) -> dict:
+    return dict(torch_dtype=dtype, safety_checker=None, feature_extractor=None, requires_safety_checker=False, use_safetensors=True)
+
+
+def _load_folder(path: str, name: str, device: torch.device, dtype: torch.dtype):
+    from diffusers import StableDiffusionPipeline
+
+    from engine.priors.stable_diffusion import StableDiffusionPrior
+
+    if not (Path(path) / "model_index.json").exists():
+        raise ModelNotFoundError(f"folder {path!r} is not a diffusers model (no model_index.json); give a diffusers folder or a .safetensors file")
+    try:
+        pipe = StableDiffusionPipeline.from_pretrained(path, local_files_only=True, **_pipeline_kwargs(dtype))
+    except (OSError, ValueError) as exc:
+        raise ModelNotFoundError(f"could not load diffusers folder {path!r} (safetensors weights required): {_first_line(exc)}") from None
+    return StableDiffusionPrior.from_pipeline(pipe, name, device, dtype)
+
+
+def _load_hub(repo_id: str, device: torch.device, dtype: torch.dtype):
+    from diffusers import StableDiffusionPipeline
+
+    from engine.priors.stable_diffusion import StableDiffusionPrior
+
+    cache = str(hub_cache_dir())
+    try:
+        pipe = StableDiffusionPipeline.from_pretrained(repo_id, local_files_only=True, cache_dir=cache, **_pipeline_kwargs(dtype))
+    except (OSError, ValueError):
+        if hub_offline():
+            raise ModelNotFoundError(_missing_message(repo_id)) from None
+        try:  # online: download into the cache
+            pipe = StableDiffusionPipeline.from_pretrained(repo_id, cache_dir=cache, **_pipeline_kwargs(dtype))
+        except Exception:  # no network, unknown repo, gated ...
+            raise ModelNotFoundError(_missing_message(repo_id)) from None
+    return StableDiffusionPrior.from_pipeline(pipe, repo_id, device, dtype)
+
+
+def _load_single_file(path: str, device: torch.device, dtype: torch.dtype, config: str | None):
+    from engine.priors.stable_diffusion import StableDiffusionPrior
+
+    p = Path(path)
+    if p.suffix.lower() in PICKLE_SUFFIXES:
+        raise SpecError(
+            f"{p.name}: pickle checkpoints ({', '.join(PICKLE_SUFFIXES)}) are refused because loading them can run code; "
+            f"use the .safetensors version of the model (most model pages offer one) or a diffusers folder"
+        )
+    if not p.is_file():
+        raise ModelNotFoundError(f"checkpoint {path!r} does not exist; check the path")
+    from diffusers import StableDiffusionPipeline
+
+    kwargs = _pipeline_kwargs(dtype)
+    kwargs.pop("use_safetensors")
+    if config is None and is_cached(DEFAULT_HUB_MODEL):
+        config = DEFAULT_HUB_MODEL  # component configs of SD 2.x-base from the cache
+    try:
+        pipe = StableDiffusionPipeline.from_single_file(
+            path, config=config, local_files_only=hub_offline() or config is not None, cache_dir=str(hub_cache_dir()), **kwargs
+        )
+    except Exception as exc:  # diffusers raises many types for unusable checkpoints
+        raise ModelNotFoundError(
+            f"could not load {p.name} as a Stable Diffusion checkpoint: {_first_line(exc)}; single-file loading needs the "
+            f"model's diffusers configs (cached hub model such as {DEFAULT_HUB_MODEL}, or network); "
+            f"alternatively pass --model PATH to a diffusers folder"
+        ) from None
+    return StableDiffusionPrior.from_pipeline(pipe, str(p), device, dtype)
+
+
+def _load_embedded(device: torch.device, dtype: torch.dtype | None):
+    try:
+        from engine.priors.embedded import load_embedded_prior
+    except ImportError as exc:
+        raise ModelNotFoundError(
+            f"the embedded model is not available in this install ({_first_line(exc)}); "
+            f"fix: `huggingface-cli download {DEFAULT_HUB_MODEL}` or --model PATH"
+        ) from None
+    return load_embedded_prior(device, dtype)
+
+
+def load_prior(model: str, device: str | torch.device = "auto", dtype: torch.dtype | None = None, *, single_file_config: str | None = None):
+    """Load the ``DiffusionPrior`` named by ``model`` onto ``device``.
+
+    dtype: ``None`` = fp16 on CUDA, fp32 on CPU (bf16 may be passed for CUDA).
+    single_file_config: for ``.safetensors`` checkpoints, a diffusers folder or hub id whose
+        component configs match the checkpoint (default: SD 2.1-base when cached).
+    The returned prior's ``name`` is what ran (recorded in job.json).
+    Raises ``ModelNotFoundError`` (names the model, the cache path and the fixes) or ``SpecError``.
+    """
+    from engine.priors.stable_diffusion import default_dtype
+
+    ref = ModelRef.parse(model)
+    dev = resolve_device(device)
+    dt = dtype or default_dtype(dev)
+    match ref.kind:
+        case ModelKind.FOLDER:
+            return _load_folder(ref.value, ref.value, dev, dt)
+        case ModelKind.HUB:
+            return _load_hub(ref.value, dev, dt)
+        case ModelKind.SINGLE_FILE:
+            return _load_single_file(ref.value, dev, dt, single_file_config)
+        case ModelKind.EMBEDDED:
+            return _load_embedded(dev, dtype)
+        case ModelKind.AUTO:
+            if is_cached(DEFAULT_HUB_MODEL):
+                return _load_hub(DEFAULT_HUB_MODEL, dev, dt)
+            prior = _load_embedded(dev, dtype)
+            log.warning(
+                "using the embedded model: %s is not in the local cache (%s); for full quality run "
+                "`huggingface-cli download %s` once, or pass --model PATH",
+                DEFAULT_HUB_MODEL,
+                hub_cache_dir(),
+                DEFAULT_HUB_MODEL,
+            )
+            return prior
+    raise AssertionError(ref.kind)  # pragma: no cover
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:300] if text else type(exc).__name__

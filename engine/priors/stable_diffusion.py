@@ -1,0 +1,168 @@
+"""``StableDiffusionPrior``: the Stable Diffusion family as a ``DiffusionPrior``.
+
+Built from diffusers components (tokenizer, CLIP text encoder, VAE, UNet and the
+scheduler's alpha-bar table). fp16 on CUDA (bf16 if asked), fp32 on CPU; PyTorch
+scaled-dot-product attention; text embeddings cached per prompt string;
+v-prediction outputs converted to epsilon.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from engine.errors import SpecError
+
+
+@dataclass(frozen=True)
+class StableDiffusionConfig:
+    """Options of the SD prior.
+
+    Fields:
+        sample_posterior_mean: encode images to the VAE posterior mean (deterministic; default)
+            rather than a sample. The paper's code samples; the mean removes a noise source
+            that score distillation adds anyway and keeps CPU runs bit-reproducible.
+        embedding_cache_size: prompts whose text embeddings are kept (a job uses a handful).
+    """
+
+    sample_posterior_mean: bool = True
+    embedding_cache_size: int = 256
+
+
+def default_dtype(device: torch.device) -> torch.dtype:
+    """fp16 on CUDA, fp32 elsewhere (CPU half precision is slow and lossy)."""
+    return torch.float16 if device.type == "cuda" else torch.float32
+
+
+class StableDiffusionPrior:
+    """A latent diffusion prior: encode prompts and images, predict noise.
+
+    Components are the diffusers objects (``CLIPTokenizer``, ``CLIPTextModel``,
+    ``AutoencoderKL``, ``UNet2DConditionModel``) and the scheduler's ``alphas_cumprod`` (T,).
+    """
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        tokenizer,
+        text_encoder,
+        vae,
+        unet,
+        alphas_cumprod: torch.Tensor,
+        prediction_type: str,
+        device: torch.device | str = "cpu",
+        dtype: torch.dtype | None = None,
+        config: StableDiffusionConfig = StableDiffusionConfig(),
+    ) -> None:
+        if prediction_type not in ("epsilon", "v_prediction"):
+            raise SpecError(
+                f"model {name!r} predicts {prediction_type!r}; texbridge supports epsilon and v_prediction models"
+            )
+        self.name = name
+        self.device = torch.device(device)
+        self.dtype = dtype or default_dtype(self.device)
+        self.config = config
+        self.tokenizer = tokenizer
+        self.text_encoder = text_encoder.to(self.device, self.dtype).eval().requires_grad_(False)
+        self.vae = vae.to(self.device, self.dtype).eval().requires_grad_(False)
+        self.unet = unet.to(self.device, self.dtype).eval().requires_grad_(False)
+        _use_sdpa(self.unet)
+        _use_sdpa(self.vae)
+        self.alphas_cumprod = alphas_cumprod.to(self.device, torch.float32)
+        self.num_train_timesteps = int(self.alphas_cumprod.shape[0])
+        self.prediction_type = "epsilon"  # what predict_noise returns
+        self.model_prediction_type = prediction_type  # what the UNet was trained on
+        self.latent_channels = int(self.unet.config.in_channels)
+        self.vae_scale_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
+        self.resolution = int(self.unet.config.sample_size) * self.vae_scale_factor
+        self.scaling_factor = float(getattr(self.vae.config, "scaling_factor", 0.18215))
+        self._cache: dict[str, torch.Tensor] = {}
+
+    @classmethod
+    def from_pipeline(cls, pipe, name: str, device, dtype=None, config=StableDiffusionConfig()) -> "StableDiffusionPrior":
+        """Take the components of a loaded ``StableDiffusionPipeline``."""
+        sched = pipe.scheduler
+        return cls(
+            name=name,
+            tokenizer=pipe.tokenizer,
+            text_encoder=pipe.text_encoder,
+            vae=pipe.vae,
+            unet=pipe.unet,
+            alphas_cumprod=torch.as_tensor(sched.alphas_cumprod, dtype=torch.float32),
+            prediction_type=str(sched.config.get("prediction_type", "epsilon")),
+            device=device,
+            dtype=dtype,
+            config=config,
+        )
+
+    # -- text ------------------------------------------------------------------------
+    @torch.no_grad()
+    def encode_prompts(self, prompts: list[str]) -> torch.Tensor:
+        """Text embeddings (N, L, D) in ``self.dtype``, cached per prompt string."""
+        missing = [p for p in dict.fromkeys(prompts) if p not in self._cache]
+        if missing:
+            if len(self._cache) + len(missing) > self.config.embedding_cache_size:
+                self._cache.clear()
+            tok = self.tokenizer(
+                missing,
+                padding="max_length",
+                max_length=self.tokenizer.model_max_length,
+                truncation=True,
+                return_tensors="pt",
+            )
+            emb = self.text_encoder(tok.input_ids.to(self.device))[0]
+            for p, e in zip(missing, emb):
+                self._cache[p] = e
+        return torch.stack([self._cache[p] for p in prompts])
+
+    # -- images ----------------------------------------------------------------------
+    def encode_images(self, images: torch.Tensor) -> torch.Tensor:
+        """images (B, 3, R, R) in [0, 1] -> latents (B, 4, R/8, R/8) float32, differentiable."""
+        x = (images * 2.0 - 1.0).to(self.dtype)
+        dist = self.vae.encode(x).latent_dist
+        z = dist.mean if self.config.sample_posterior_mean else dist.sample()
+        return (z * self.scaling_factor).float()
+
+    @torch.no_grad()
+    def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        """latents (B, 4, r, r) -> images (B, 3, 8r, 8r) in [0, 1] (for previews/debugging)."""
+        img = self.vae.decode((latents / self.scaling_factor).to(self.dtype)).sample
+        return (img.float() * 0.5 + 0.5).clamp(0, 1)
+
+    # -- denoiser --------------------------------------------------------------------
+    @torch.no_grad()
+    def predict_noise(self, latents: torch.Tensor, t: torch.Tensor, embeddings: torch.Tensor) -> torch.Tensor:
+        """epsilon-hat (N, C, r, r) float32 for x_t (N, C, r, r), t (N,), embeddings (N, L, D)."""
+        out = self.unet(
+            latents.to(self.device, self.dtype),
+            t.to(self.device),
+            encoder_hidden_states=embeddings.to(self.device, self.dtype),
+        ).sample.float()
+        if self.model_prediction_type == "v_prediction":
+            # v = sqrt(ab) eps - sqrt(1-ab) x0 and x_t = sqrt(ab) x0 + sqrt(1-ab) eps
+            # => eps = sqrt(ab) v + sqrt(1-ab) x_t
+            ab = self.alphas_cumprod[t.to(self.device).long()].reshape(-1, 1, 1, 1)
+            out = ab.sqrt() * out + (1.0 - ab).sqrt() * latents.to(self.device).float()
+        return out
+
+    def unload(self) -> None:
+        """Drop the models and cached embeddings; free CUDA memory."""
+        for attr in ("unet", "vae", "text_encoder"):
+            if hasattr(self, attr):
+                delattr(self, attr)
+        self._cache.clear()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
+def _use_sdpa(model) -> None:
+    """Route attention through torch's scaled_dot_product_attention (diffusers' 2.0 processor)."""
+    try:
+        from diffusers.models.attention_processor import AttnProcessor2_0
+
+        if hasattr(model, "set_attn_processor") and getattr(model, "attn_processors", None):
+            model.set_attn_processor(AttnProcessor2_0())
+    except (ImportError, ValueError):  # pragma: no cover - older diffusers: default processor
+        pass
