@@ -20,12 +20,8 @@ from engine.guidance.method import GuidanceMethod
 
 SCHEMA_VERSION = 1
 
-#: Paper's calibrated target modifier (appended to the prompt in stage 2).
-PAPER_TARGET_MODIFIER = ", detailed high resolution, high quality, sharp"
-#: Paper's calibrated source modifier (appended to the prompt in stage 2).
-PAPER_SOURCE_MODIFIER = (
-    ", oversaturated, smooth, pixelated, cartoon, foggy, hazy, blurry, bad structure, noisy, malformed"
-)
+# The paper's calibrated modifiers live beside the guidance config; re-exported here.
+from engine.guidance.config import PAPER_SOURCE_MODIFIER, PAPER_TARGET_MODIFIER  # noqa: E402,F401
 
 MAX_TEXTURE_SIZE = 8192
 DEVICES = ("auto", "cpu", "cuda")
