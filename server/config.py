@@ -1,0 +1,78 @@
+"""Configuration of the engine server (one frozen dataclass per component)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+#: Hosts a request may name in its ``Host`` header (with or without the port) when the
+#: server listens on loopback. Anything else is refused (DNS-rebinding defence).
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]")
+LOOPBACK_BIND = ("127.0.0.1", "localhost", "::1")
+
+API_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Caps on what a client may send.
+
+    max_body_bytes: request body cap, counted on the streamed bytes (default 256 MB).
+    max_vertices / max_triangles: mesh caps (vertices / triangles after triangulation).
+    max_image_pixels: cap on width*height of an uploaded image (also Pillow's bomb limit).
+    max_npz_uncompressed_bytes: cap on the decompressed size of an ``.npz`` upload (zip-bomb guard).
+    max_spec_bytes: cap on the ``spec`` JSON field.
+    """
+
+    max_body_bytes: int = 256 * 1024 * 1024
+    max_vertices: int = 5_000_000
+    max_triangles: int = 2_000_000  # the engine's own MeshConfig default
+    max_image_pixels: int = 8192 * 8192
+    max_npz_uncompressed_bytes: int = 1024 * 1024 * 1024
+    max_spec_bytes: int = 64 * 1024
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """Everything ``texbridge serve`` was started with.
+
+    host / port: the bound address (port is the real one after binding port 0).
+    token: the bearer token every request must carry.
+    models: the models jobs may use (ids or paths given with ``--model``); a job's
+        ``model`` must be one of these or ``auto`` (= the first; the engine default if none).
+    data_dir: holds ``store.sqlite3`` and ``jobs/<id>/``.
+    device: ``auto`` | ``cpu`` | ``cuda``: where the worker runs every job.
+    allowed_hosts: extra ``Host`` header values accepted (besides loopback names).
+    check_host: False only with ``--allow-remote`` on a wildcard address and no ``--allowed-host``.
+    allowed_origins: ``Origin`` values accepted; any other ``Origin`` (``null`` included) is refused.
+    cancel_grace_s: seconds the worker gets to stop after a cancel before it is killed.
+    max_worker_crashes: a job that kills the worker this many times is failed.
+    limits: upload caps.
+    """
+
+    host: str
+    port: int
+    token: str
+    data_dir: Path
+    models: tuple[str, ...] = ()
+    device: str = "auto"
+    allowed_hosts: tuple[str, ...] = ()
+    check_host: bool = True
+    allowed_origins: tuple[str, ...] = ()
+    cancel_grace_s: float = 20.0
+    max_worker_crashes: int = 3
+    limits: Limits = field(default_factory=Limits)
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    def host_allow_list(self) -> frozenset[str]:
+        """Exact ``Host`` header values accepted (lower-case)."""
+        names = set(LOOPBACK_HOSTS) | {h.lower() for h in self.allowed_hosts}
+        out: set[str] = set()
+        for name in names:
+            out.add(name)
+            out.add(f"{name}:{self.port}")
+        return frozenset(out)

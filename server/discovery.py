@@ -1,0 +1,73 @@
+"""The discovery file: how the add-on finds the running engine and its token.
+
+``<config dir>/texbridge/engine.json`` (``$TEXBRIDGE_RUNTIME_DIR/engine.json`` when set),
+holding ``{"url", "port", "pid", "token", "version"}``. Written atomically with mode 0600
+in a 0700 folder (modelled on Jupyter's runtime files), removed on a clean exit.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+FILE_NAME = "engine.json"
+
+
+def runtime_dir() -> Path:
+    """The folder holding the discovery file (see docs/api.md)."""
+    override = os.environ.get("TEXBRIDGE_RUNTIME_DIR")
+    if override:
+        return Path(override)
+    if sys.platform == "win32":
+        base = Path(os.environ.get("APPDATA") or Path.home() / "AppData" / "Roaming")
+    elif sys.platform == "darwin":
+        base = Path.home() / "Library" / "Application Support"
+    else:
+        base = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
+    return base / "texbridge"
+
+
+def discovery_path() -> Path:
+    return runtime_dir() / FILE_NAME
+
+
+def write_discovery(info: dict, path: Path | None = None) -> Path:
+    """Atomically write ``info`` to the discovery file, readable by the owner only."""
+    path = path or discovery_path()
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.unlink()
+    except FileNotFoundError:
+        pass
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.fchmod(fd, 0o600) if hasattr(os, "fchmod") else None
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(info, f, indent=2)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            tmp.unlink()
+        except FileNotFoundError:
+            pass
+        raise
+    return path
+
+
+def remove_discovery(pid: int, path: Path | None = None) -> None:
+    """Remove the discovery file if it still describes process ``pid``."""
+    path = path or discovery_path()
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return
+    if info.get("pid") == pid:
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            pass

@@ -1,0 +1,47 @@
+"""pydantic models of the HTTP edge (they shape docs/openapi.json); see docs/api.md."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+
+class ErrorBody(BaseModel):
+    error: str = Field(description="One line: the problem and the fix.")
+
+
+class Job(BaseModel):
+    id: str = Field(description="Server-generated id: 32 lower-case hex digits.")
+    state: Literal["queued", "running", "succeeded", "failed", "cancelled"]
+    created_at: str | None = Field(description="ISO 8601 UTC timestamp.")
+    started_at: str | None = Field(description="ISO 8601 UTC timestamp of the first start.")
+    finished_at: str | None = Field(description="ISO 8601 UTC timestamp.")
+    step: int = Field(description="Steps completed.")
+    total_steps: int
+    stage: int = Field(description="0 before the first step; 1 = SDS warm-up, 2 = bridge.")
+    preview_version: int = Field(description="Latest texture version (0 = none yet).")
+    error: str | None
+    spec: dict[str, Any] = Field(description="The TextureJob JSON as the server will run it.")
+    attempts: int = Field(description="How many times the job has been started (retries and resumes count).")
+
+
+class JobList(BaseModel):
+    jobs: list[Job]
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+    version: str = Field(description="texbridge version.")
+    api_version: int
+    device: str = Field(description="Device the worker runs on (the configured one until the worker has started).")
+    loaded_model: str | None
+    models: list[str] = Field(description="Models jobs may use (besides 'auto').")
+    queue_length: int = Field(description="Jobs queued (not counting the running one).")
+    running_job: str | None
+    worker_pid: int | None = Field(description="Process id of the worker (None while none runs).")
+    versions: dict[str, str] = Field(description="Versions of texbridge and its main libraries, as the worker reports them.")
+
+
+class Unloaded(BaseModel):
+    unloaded: str | None = Field(description="The model that was freed, or null if none was loaded.")

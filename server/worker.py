@@ -1,0 +1,243 @@
+"""The worker: a child process that runs the engine, one job at a time.
+
+Started by ``server.supervisor`` with the multiprocessing *spawn* context, so the server
+process never imports torch. It keeps the diffusion prior loaded between jobs and talks
+to the server over a ``Pipe`` with ``(kind, data)`` tuples:
+
+server -> worker: ``("run", {job_id, job_dir, spec, model, resume})``, ``("unload", {})``,
+    ``("shutdown", {})``.
+worker -> server: ``("hello", {device, versions, pid})``, ``("loaded", {model})``,
+    ``("progress", ProgressEvent fields)``, ``("stage", {stage})``, ``("preview", {step, path})``,
+    ``("succeeded", {steps_done, model_name})``, ``("failed", {error})``, ``("cancelled", {})``,
+    ``("unloaded", {model})``.
+
+The worker dies with the server (``PR_SET_PDEATHSIG`` plus a parent-pid watchdog), so a
+killed server never leaves a process holding the GPU. Cancel is a flag file in the job
+folder (``cancel.flag``) that ``should_cancel`` checks every step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import gc
+import importlib
+import os
+import signal
+import sys
+import threading
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Callable
+
+CANCEL_FLAG = "cancel.flag"
+PREVIEW_DIR = "previews"
+
+#: Test hooks (documented in tests/server): ``module:function`` replacing the engine's
+#: ``run_texture_job`` / ``load_prior``. Unset in normal use.
+RUNNER_ENV = "TEXBRIDGE_WORKER_RUNNER"
+LOADER_ENV = "TEXBRIDGE_WORKER_LOADER"
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL("libc.so.6", use_errno=True)
+            libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        except OSError:
+            pass
+    if os.getppid() != parent_pid:
+        os._exit(1)
+
+    def watchdog() -> None:
+        while True:
+            time.sleep(0.5)
+            if os.getppid() != parent_pid:
+                os._exit(1)
+
+    threading.Thread(target=watchdog, name="parent-watchdog", daemon=True).start()
+
+
+def _resolve(spec: str) -> Callable[..., Any]:
+    module, _, name = spec.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def _resolve_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def _versions() -> dict[str, str]:
+    out: dict[str, str] = {}
+    for name in ("torch", "diffusers", "transformers", "numpy"):
+        try:
+            out[name] = importlib.import_module(name).__version__
+        except Exception:  # pragma: no cover
+            pass
+    try:
+        import engine
+
+        out["texbridge"] = engine.__version__
+    except Exception:  # pragma: no cover
+        pass
+    return out
+
+
+def _disk_full(exc: BaseException) -> bool:
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            return True
+        if "No space left on device" in str(exc) or "database or disk is full" in str(exc):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def _write_png_atomic(path: Path, texture) -> None:
+    import numpy as np
+    from PIL import Image
+
+    arr = np.clip(np.asarray(texture, dtype=np.float32), 0.0, 1.0)
+    img = (arr * 255.0 + 0.5).astype(np.uint8)
+    tmp = path.with_name(path.name + ".tmp")
+    Image.fromarray(img).save(tmp, format="PNG", compress_level=1)
+    os.replace(tmp, path)
+
+
+class _Worker:
+    def __init__(self, conn, device: str):
+        self.conn = conn
+        self.device = device
+        self.prior = None
+        self.prior_model: str | None = None
+        runner = os.environ.get(RUNNER_ENV)
+        loader = os.environ.get(LOADER_ENV)
+        if runner:
+            self.run_job = _resolve(runner)
+        else:
+            from engine.runner import run_texture_job
+
+            self.run_job = run_texture_job
+        if loader:
+            self.load_prior = _resolve(loader)
+        else:
+            self.load_prior = None  # imported on first use (engine.priors.loading)
+
+    def send(self, kind: str, data: dict[str, Any]) -> None:
+        self.conn.send((kind, data))
+
+    def unload(self) -> str | None:
+        model = self.prior_model
+        if self.prior is not None:
+            try:
+                self.prior.unload()
+            except Exception:  # freeing must not kill the worker
+                traceback.print_exc()
+        self.prior = None
+        self.prior_model = None
+        gc.collect()
+        try:
+            import torch
+
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        except Exception:  # pragma: no cover
+            pass
+        return model
+
+    def ensure_prior(self, model: str):
+        if self.prior is not None and self.prior_model == model:
+            return self.prior
+        self.unload()
+        loader = self.load_prior
+        if loader is None:
+            from engine.priors.loading import load_prior as loader
+        self.prior = loader(model, self.device)
+        self.prior_model = model
+        self.send("loaded", {"model": getattr(self.prior, "name", model)})
+        return self.prior
+
+    def run(self, payload: dict[str, Any]) -> None:
+        from engine.errors import JobCancelled, TexbridgeError
+        from engine.job import TextureJob
+        from engine.runner import JobCallbacks
+
+        job_dir = Path(payload["job_dir"])
+        flag = job_dir / CANCEL_FLAG
+        previews = job_dir / PREVIEW_DIR
+        counter = {"n": 0}
+
+        def should_cancel() -> bool:
+            return flag.exists()
+
+        def on_progress(event) -> None:
+            self.send("progress", dataclasses.asdict(event))
+
+        def on_stage(stage: int) -> None:
+            self.send("stage", {"stage": int(stage)})
+
+        def on_preview(step: int, texture) -> None:
+            previews.mkdir(parents=True, exist_ok=True)
+            counter["n"] += 1
+            name = f"step_{int(step):07d}_{os.getpid()}_{counter['n']}.png"
+            _write_png_atomic(previews / name, texture)
+            self.send("preview", {"step": int(step), "path": f"{PREVIEW_DIR}/{name}"})
+
+        if should_cancel():
+            self.send("cancelled", {})
+            return
+        try:
+            job = TextureJob.from_dict(payload["spec"])
+            prior = self.ensure_prior(payload["model"])
+            callbacks = JobCallbacks(on_progress=on_progress, on_stage=on_stage, on_preview=on_preview, should_cancel=should_cancel)
+            result = self.run_job(job, job_dir, prior=prior, callbacks=callbacks, resume=bool(payload.get("resume")))
+        except JobCancelled:
+            self.send("cancelled", {})
+        except MemoryError:
+            self.unload()
+            self.send("failed", {"error": "out of memory while running the job; use a smaller texture_size/render_size or free memory"})
+        except TexbridgeError as exc:
+            self.send("failed", {"error": str(exc)})
+        except Exception as exc:
+            if _disk_full(exc):
+                self.send("failed", {"error": f"disk full while writing the job's files ({exc}); free disk space and resubmit"})
+            elif type(exc).__name__ == "OutOfMemoryError":
+                self.unload()
+                self.send("failed", {"error": "GPU out of memory; use a smaller texture_size/render_size/views_per_step"})
+            else:
+                traceback.print_exc()
+                self.send("failed", {"error": f"engine error: {type(exc).__name__}: {exc}"})
+        else:
+            self.send(
+                "succeeded",
+                {"steps_done": int(getattr(result, "steps_done", 0)), "model_name": str(getattr(result, "model_name", ""))},
+            )
+
+
+def worker_main(conn, parent_pid: int, device: str) -> None:
+    """Entry point of the worker process (spawned)."""
+    _die_with_parent(parent_pid)
+    resolved = _resolve_device(device)
+    worker = _Worker(conn, resolved)
+    worker.send("hello", {"device": resolved, "versions": _versions(), "pid": os.getpid()})
+    while True:
+        try:
+            kind, data = conn.recv()
+        except (EOFError, OSError):
+            break
+        if kind == "run":
+            worker.run(data)
+        elif kind == "unload":
+            worker.send("unloaded", {"model": worker.unload()})
+        elif kind == "shutdown":
+            break
+    worker.unload()

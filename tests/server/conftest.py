@@ -1,0 +1,194 @@
+"""A real ``texbridge serve`` in a subprocess on a free loopback port, and HTTP helpers.
+
+While ``engine.runner.run_texture_job`` is not in the tree yet, the worker is pointed at
+``tests/server/standin_engine.py`` (test hooks ``TEXBRIDGE_WORKER_RUNNER/LOADER``); once it
+is, the real engine runs with the tiny random SD folder (``tiny_sd_dir``).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+import engine.runner
+
+REPO = Path(__file__).resolve().parents[2]
+ENGINE_READY = hasattr(engine.runner, "run_texture_job")
+
+#: A tiny job: fast on a CPU with the tiny model.
+TINY_SPEC = {
+    "prompt": "red brick wall",
+    "steps": 6,
+    "texture_size": 64,
+    "render_size": 64,
+    "views_per_step": 1,
+    "checkpoint_every": 2,
+    "preview_every": 2,
+    "seed": 1,
+}
+
+
+def cube_arrays() -> dict[str, np.ndarray]:
+    """A unit cube, 12 triangles, with distinct per-corner UVs (a 4x3 grid of cells)."""
+    p = np.array([[x, y, z] for x in (0, 1) for y in (0, 1) for z in (0, 1)], np.float32) - 0.5
+    quads = [(0, 1, 3, 2), (4, 6, 7, 5), (0, 4, 5, 1), (2, 3, 7, 6), (0, 2, 6, 4), (1, 5, 7, 3)]
+    faces, uvs = [], []
+    for i, (a, b, c, d) in enumerate(quads):
+        u0, v0 = (i % 3) / 3 + 0.02, (i // 3) / 2 + 0.02
+        s = 0.28
+        cu = [(u0, v0), (u0 + s, v0), (u0 + s, v0 + s * 1.5), (u0, v0 + s * 1.5)]
+        faces += [(a, b, c), (a, c, d)]
+        uvs += [(cu[0], cu[1], cu[2]), (cu[0], cu[2], cu[3])]
+    return {"positions": p, "faces": np.array(faces, np.int32), "uvs": np.array(uvs, np.float32)}
+
+
+def npz_bytes(**arrays) -> bytes:
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    return buf.getvalue()
+
+
+class EngineServer:
+    """``python -m server.cli serve`` in a subprocess; discovery file in its own runtime dir."""
+
+    def __init__(self, root: Path, model: str, extra: list[str] | None = None, env: dict[str, str] | None = None):
+        self.root = root
+        self.runtime = root / "runtime"
+        self.data = root / "data"
+        self.model = model
+        self.extra = list(extra or [])
+        self.env_extra = dict(env or {})
+        self.proc: subprocess.Popen | None = None
+        self.log = root / "server.log"
+        self.url = self.token = None
+        self.port = 0
+
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env["TEXBRIDGE_RUNTIME_DIR"] = str(self.runtime)
+        env["HF_HUB_OFFLINE"] = "1"
+        env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+        if not ENGINE_READY:
+            env["TEXBRIDGE_WORKER_RUNNER"] = "tests.server.standin_engine:run_texture_job"
+            env["TEXBRIDGE_WORKER_LOADER"] = "tests.server.standin_engine:load_prior"
+        env.update(self.env_extra)
+        return env
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "server.cli", "serve", "--port", "0", "--data-dir", str(self.data), "--model", self.model, "--device", "cpu", *self.extra]
+
+    def start(self, timeout: float = 60.0) -> "EngineServer":
+        disc = self.runtime / "engine.json"
+        if disc.exists():
+            disc.unlink()
+        log = open(self.log, "ab")
+        self.proc = subprocess.Popen(self.command(), cwd=REPO, env=self.env(), stdout=log, stderr=log)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with {self.proc.returncode}: {self.log.read_text()[-3000:]}")
+            try:
+                info = json.loads(disc.read_text())
+                if info.get("pid") == self.proc.pid:
+                    self.url, self.token, self.port = info["url"], info["token"], info["port"]
+                    return self
+            except (OSError, ValueError):
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"server did not start: {self.log.read_text()[-3000:]}")
+
+    def client(self, token: str | None = "default", **kw) -> httpx.Client:
+        headers = kw.pop("headers", {})
+        if token == "default":
+            token = self.token
+        if token is not None:
+            headers["Authorization"] = f"Bearer {token}"
+        return httpx.Client(base_url=self.url, headers=headers, timeout=kw.pop("timeout", 30.0), **kw)
+
+    def kill9(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> int:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        return self.proc.returncode if self.proc else 0
+
+
+def submit(client: httpx.Client, spec: dict | None = None, mesh: bytes | None = None, *, key: str | None = None,
+           filename: str = "mesh.npz", init_texture: bytes | None = None) -> httpx.Response:
+    files = {"spec": (None, json.dumps(spec or TINY_SPEC)), "mesh": (filename, mesh if mesh is not None else npz_bytes(**cube_arrays()))}
+    if init_texture is not None:
+        files["init_texture"] = ("init.png", init_texture)
+    headers = {"Idempotency-Key": key} if key else {}
+    return client.post("/v1/jobs", files=files, headers=headers)
+
+
+def read_events(client: httpx.Client, job_id: str, last_id: int | None = None, stop_after: int | None = None,
+                timeout: float = 120.0) -> list[tuple[int, str, dict]]:
+    """Follow a job's SSE stream until its terminal event (or ``stop_after`` events)."""
+    headers = {"Last-Event-ID": str(last_id)} if last_id is not None else {}
+    out: list[tuple[int, str, dict]] = []
+    with client.stream("GET", f"/v1/jobs/{job_id}/events", headers=headers, timeout=httpx.Timeout(timeout)) as r:
+        assert r.status_code == 200, r.read()
+        assert r.headers["content-type"].startswith("text/event-stream")
+        ev: dict = {}
+        for line in r.iter_lines():
+            if line.startswith(":"):
+                continue
+            if line == "":
+                if ev:
+                    out.append((int(ev["id"]), ev["event"], json.loads(ev["data"])))
+                    ev = {}
+                    if stop_after is not None and len(out) >= stop_after:
+                        break
+                continue
+            k, _, v = line.partition(": ")
+            ev[k] = v
+    return out
+
+
+def wait_for(predicate, timeout: float = 60.0, interval: float = 0.1):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError("condition not reached in time")
+
+
+@pytest.fixture(scope="session")
+def engine_model(request) -> str:
+    if ENGINE_READY:
+        return str(request.getfixturevalue("tiny_sd_dir"))
+    return "standin-model"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, engine_model):
+    """One shared server for a test module (body cap 2 MB so the 413 test stays small)."""
+    srv = EngineServer(tmp_path_factory.mktemp("srv"), engine_model, ["--max-body-mb", "2", "--cancel-grace", "20"]).start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture()
+def client(server):
+    with server.client() as c:
+        yield c
