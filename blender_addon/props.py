@@ -1,0 +1,131 @@
+"""Scene settings (the panel's fields) and per-object job state (for Refine).
+
+``spec_from_settings`` turns the panel's settings into the engine's ``TextureJob``
+JSON (engine/job.py, schema_version 1); the add-on never imports the engine, so the
+field names are repeated here and the server validates them.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import bpy
+from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, PointerProperty, StringProperty
+
+SCHEMA_VERSION = 1
+#: The paper's calibrated modifiers (McAllister et al. 2024), as in engine/job.py.
+PAPER_TARGET_MODIFIER = ", detailed high resolution, high quality, sharp"
+PAPER_SOURCE_MODIFIER = (
+    ", oversaturated, smooth, pixelated, cartoon, foggy, hazy, blurry, bad structure, noisy, malformed"
+)
+
+#: preset -> (steps, render size). "Best" is the paper's 1000 steps.
+PRESETS: dict[str, tuple[int, int]] = {
+    "FAST": (300, 256),
+    "BALANCED": (600, 512),
+    "BEST": (1000, 512),
+}
+
+METHOD_ITEMS = [
+    ("bridge", "Bridge", "Calibrated score distillation (SDS warm-up, then the source->target bridge). The paper's method"),
+    ("sds", "SDS", "Plain score distillation sampling"),
+    ("nfsd", "NFSD", "Noise-free score distillation"),
+]
+PRESET_ITEMS = [
+    ("FAST", "Fast", "300 steps, 256 px renders"),
+    ("BALANCED", "Balanced", "600 steps, 512 px renders"),
+    ("BEST", "Best", "1000 steps, 512 px renders (the paper's recipe)"),
+]
+TEXTURE_SIZE_ITEMS = [(str(s), f"{s} px", f"{s} x {s} texture") for s in (64, 128, 256, 512, 1024, 2048, 4096)]
+
+
+def _apply_preset(self: "TexbridgeSettings", _context: Any) -> None:
+    self.steps, self.render_size = PRESETS[self.preset]
+
+
+class TexbridgeSettings(bpy.types.PropertyGroup):
+    """The sidebar's job settings (stored per scene)."""
+
+    prompt: StringProperty(name="Prompt", description="What the texture should depict", default="")
+    method: EnumProperty(name="Method", items=METHOD_ITEMS, default="bridge")
+    preset: EnumProperty(name="Quality", items=PRESET_ITEMS, default="BALANCED", update=_apply_preset,
+                         description="Sets steps and render size (editable under Advanced)")
+    steps: IntProperty(name="Steps", default=600, min=1, max=100000)
+    render_size: IntProperty(name="Render size", default=512, min=16, max=4096, subtype="PIXEL")
+    texture_size: EnumProperty(name="Texture size", items=TEXTURE_SIZE_ITEMS, default="1024")
+    seed: IntProperty(name="Seed", default=0, min=0)
+    show_advanced: BoolProperty(name="Advanced", default=False)
+    use_custom_cfg: BoolProperty(name="Custom CFG", default=False,
+                                 description="Off: the method's default guidance scale (paper: 40 for Bridge)")
+    cfg_scale: FloatProperty(name="CFG", default=40.0, min=0.0, max=1000.0)
+    stage_two_start: IntProperty(name="Stage switch", default=0, min=0,
+                                 description="Step where Bridge leaves its SDS warm-up; 0 = half the steps (paper: 500 of 1000)")
+    source_modifier: StringProperty(name="Source modifier", default=PAPER_SOURCE_MODIFIER)
+    target_modifier: StringProperty(name="Target modifier", default=PAPER_TARGET_MODIFIER)
+    model: StringProperty(name="Model", default="auto", description="auto, or a model the engine was started with")
+    preview_every: IntProperty(name="Preview every", default=10, min=1, description="Steps between live previews")
+    refine_prompt: StringProperty(name="Edit", description="How to change the current texture", default="")
+    refine_selected_only: BoolProperty(name="Selected faces only", default=False,
+                                       description="Refine only the faces selected in Edit Mode")
+
+
+class TexbridgeObjectState(bpy.types.PropertyGroup):
+    """What the last finished job did to this object (saved in the .blend; used by Refine)."""
+
+    spec_json: StringProperty(name="Job spec", default="", description="The TextureJob JSON of the last successful job")
+    job_id: StringProperty(name="Job id", default="")
+    image_name: StringProperty(name="Image", default="")
+    texture_path: StringProperty(name="Texture file", default="", subtype="FILE_PATH")
+
+
+def spec_from_settings(s: TexbridgeSettings, prompt: str | None = None) -> dict[str, Any]:
+    """The ``TextureJob`` JSON dict for these settings (``mesh`` is filled by the server)."""
+    prompt = (s.prompt if prompt is None else prompt).strip()
+    spec: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "prompt": prompt,
+        "method": s.method,
+        "steps": int(s.steps),
+        "render_size": int(s.render_size),
+        "texture_size": int(s.texture_size),
+        "seed": int(s.seed),
+        "model": s.model.strip() or "auto",
+        "source_modifier": s.source_modifier,
+        "target_modifier": s.target_modifier,
+        "preview_every": int(s.preview_every),
+    }
+    if s.use_custom_cfg:
+        spec["cfg_scale"] = float(s.cfg_scale)
+    if s.stage_two_start > 0:
+        spec["stage_two_start"] = min(int(s.stage_two_start), int(s.steps))
+    return spec
+
+
+def refine_spec(stored_spec_json: str, edit_prompt: str) -> dict[str, Any]:
+    """The spec for refining a finished job: same settings, src = old prompt, tgt = the edit."""
+    spec = json.loads(stored_spec_json)
+    spec = {k: v for k, v in spec.items() if k not in ("mesh", "init_texture")}
+    spec["edit_source_prompt"] = spec.get("prompt", "")
+    spec["prompt"] = edit_prompt.strip()
+    spec.pop("stage_two_start", None)  # editing runs the bridge from step 0
+    spec["schema_version"] = SCHEMA_VERSION
+    return spec
+
+
+CLASSES = (TexbridgeSettings, TexbridgeObjectState)
+
+
+def register() -> None:
+    for cls in CLASSES:
+        bpy.utils.register_class(cls)
+    bpy.types.Scene.texbridge = PointerProperty(type=TexbridgeSettings)
+    bpy.types.Object.texbridge = PointerProperty(type=TexbridgeObjectState)
+
+
+def unregister() -> None:
+    for owner in (bpy.types.Object, bpy.types.Scene):
+        if hasattr(owner, "texbridge"):
+            del owner.texbridge
+    for cls in reversed(CLASSES):
+        bpy.utils.unregister_class(cls)
