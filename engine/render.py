@@ -21,6 +21,7 @@ import math
 from dataclasses import dataclass
 from enum import Enum
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -141,36 +142,70 @@ def lookup_plan(gbuffer: GBuffer, texture_hw: tuple[int, int], config: RenderCon
     return LookupPlan(pixels, torch.cat([i0, i1], 1), torch.cat([w0 * (1 - f), w1 * f], 1), nl, (th, tw))
 
 
-def _stacked_levels(texture: torch.Tensor, levels: int) -> torch.Tensor:
-    """(Ht,Wt,C) -> (sum of level texel counts, C): the texture and its box-filtered mip levels."""
+def _use_numba(t: torch.Tensor) -> bool:
+    return t.device.type == "cpu" and t.dtype == torch.float32
+
+
+def _level_tables(hw: tuple[int, int], levels: int) -> tuple[np.ndarray, np.ndarray, int]:
+    sizes = np.array(_mip_sizes(hw[0], hw[1], None)[:levels], dtype=np.int64)
+    counts = sizes[:, 0] * sizes[:, 1]
+    offsets = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+    return sizes, offsets, int(counts.sum())
+
+
+class _NumbaMipGather(torch.autograd.Function):
+    """CPU float32: out (N,C) = sum_k weight[:,k] * pyramid(texture)[index[:,k]].
+
+    Forward builds the mip pyramid and gathers (parallel); backward scatters into the pyramid
+    in pixel order (deterministic) and pushes the level gradients down to the texture.
+    """
+
+    @staticmethod
+    def forward(ctx, texture, index, weight, levels):
+        from engine.raster.numba_lookup import build_pyramid, gather_forward
+
+        sizes, offsets, rows = _level_tables(tuple(texture.shape[:2]), levels)
+        tex = texture.detach().contiguous().numpy()
+        table = np.empty((rows, tex.shape[2]), dtype=np.float32)
+        build_pyramid(tex, sizes, offsets, table)
+        out = np.empty((index.shape[0], tex.shape[2]), dtype=np.float32)
+        gather_forward(table, index.numpy(), weight.numpy(), out)
+        ctx.save_for_backward(index, weight)
+        ctx.meta = (sizes, offsets, rows, tuple(texture.shape))
+        return torch.from_numpy(out)
+
+    @staticmethod
+    def backward(ctx, grad):
+        from engine.raster.numba_lookup import collapse_pyramid, gather_backward
+
+        index, weight = ctx.saved_tensors
+        sizes, offsets, rows, shape = ctx.meta
+        g = np.zeros((rows, shape[2]), dtype=np.float32)
+        gather_backward(grad.contiguous().numpy(), index.numpy(), weight.numpy(), g)
+        if len(sizes) > 1:
+            collapse_pyramid(sizes, offsets, g)
+        return torch.from_numpy(g[: shape[0] * shape[1]]).view(shape), None, None, None
+
+
+def _torch_mip_gather(texture: torch.Tensor, index: torch.Tensor, weight: torch.Tensor, levels: int) -> torch.Tensor:
+    """Same as ``_NumbaMipGather`` with torch ops (any device; autograd does the backward)."""
     c = texture.shape[-1]
     flats = [texture.reshape(-1, c)]
     cur = texture.permute(2, 0, 1)[None]
     for _ in range(levels - 1):
         cur = F.avg_pool2d(cur, 2)
         flats.append(cur[0].permute(1, 2, 0).reshape(-1, c))
-    return torch.cat(flats, 0) if len(flats) > 1 else flats[0]
+    table = torch.cat(flats, 0) if len(flats) > 1 else flats[0]
+    n, k = index.shape
+    vals = table.index_select(0, index.reshape(-1)).view(n, k, c)
+    return (vals * weight.to(table.dtype)[..., None]).sum(1)
 
 
-class _Gather(torch.autograd.Function):
-    """out (N,C) = sum_k weight[:,k] * table[index[:,k]]; backward scatters into the table only."""
-
-    @staticmethod
-    def forward(ctx, table, index, weight):
-        ctx.save_for_backward(index, weight)
-        ctx.rows = table.shape[0]
-        n, k = index.shape
-        vals = table.index_select(0, index.reshape(-1)).view(n, k, -1)
-        return torch.einsum("nkc,nk->nc", vals, weight.to(table.dtype))
-
-    @staticmethod
-    def backward(ctx, grad):
-        index, weight = ctx.saved_tensors
-        n, k = index.shape
-        contrib = (grad[:, None, :] * weight.to(grad.dtype)[..., None]).reshape(n * k, -1)
-        out = torch.zeros(ctx.rows, grad.shape[1], dtype=grad.dtype, device=grad.device)
-        out.index_add_(0, index.reshape(-1), contrib)
-        return out, None, None
+def mip_gather(texture: torch.Tensor, index: torch.Tensor, weight: torch.Tensor, levels: int) -> torch.Tensor:
+    """texture (Ht,Wt,C), index/weight (N,K) from a ``LookupPlan`` -> (N,C) samples."""
+    if _use_numba(texture):
+        return _NumbaMipGather.apply(texture, index, weight, levels)
+    return _torch_mip_gather(texture, index, weight, levels)
 
 
 def _background(config: RenderConfig, b: int, c: int, background, generator, device, dtype) -> torch.Tensor:
@@ -201,19 +236,31 @@ def render_texture(
     generator: CPU generator for RANDOM backgrounds.
     Returns images (B, C, H, W) in the texture's value range; gradient flows to ``texture`` only.
     """
-    th, tw, c = texture.shape
+    th, tw, _ = texture.shape
     b, h, w = gbuffer.mask.shape
     if plan is None or plan.texture_hw != (th, tw):
         plan = lookup_plan(gbuffer, (th, tw), config)
-    table = _stacked_levels(texture, plan.levels)
-    vals = _Gather.apply(table, plan.index, plan.weight)  # (N, C)
+    return render_with_plan(texture, plan, (b, h, w), config, background, generator)
+
+
+def render_with_plan(
+    texture: torch.Tensor,
+    plan: LookupPlan,
+    shape: tuple[int, int, int],
+    config: RenderConfig = RenderConfig(),
+    background=None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """``render_texture`` from a plan alone; shape = the G-buffer's (B, H, W)."""
+    b, h, w = shape
+    c = texture.shape[-1]
+    vals = mip_gather(texture, plan.index, plan.weight, plan.levels)  # (N, C)
     bg = _background(config, b, c, background, generator, texture.device, texture.dtype)  # (B, C)
     flat = bg[:, None, :].expand(b, h * w, c).reshape(b * h * w, c)
     img = flat.index_put((plan.pixels,), vals)
     img = img.view(b, h, w, c).permute(0, 3, 1, 2)
     if config.filter is FilterMode.SUPERSAMPLE and config.supersample > 1:
-        s = config.supersample
-        img = F.avg_pool2d(img, s)
+        img = F.avg_pool2d(img, config.supersample)
     return img
 
 
@@ -260,4 +307,4 @@ class ViewCache:
             plans[0].levels,
             hw,
         )
-        return render_texture(texture, self.gbuffer(idx), config, background, merged, generator)
+        return render_with_plan(texture, merged, (len(idx), h, w), config, background, generator)
