@@ -1,0 +1,168 @@
+"""Architecture of the embedded pixel-space prior: config, tokenizer, components.
+
+The embedded prior is a small text-conditional epsilon-prediction diffusion
+model in pixel space at 32 x 32. Its denoiser is a diffusers
+``UNet2DConditionModel`` that sees the image as 2 x 2 space-to-depth patches
+(3 x 32 x 32 pixels -> 12 x 16 x 16): an exact, invertible rearrangement of the
+pixels, so the diffusion itself is plain pixel-space diffusion while the network
+runs at a quarter of the spatial cost (this is what makes CPU training feasible).
+The text encoder is a small ``CLIPTextModel``; the tokenizer is word level, built
+from the procedural world's caption vocabulary (unknown words -> ``[UNK]``).
+
+Folder layout (diffusers): ``model_index.json``, ``unet/``, ``text_encoder/``,
+``tokenizer/``, ``scheduler/`` (a ``DDIMScheduler`` config with the training betas).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+SPECIAL_TOKENS = ("[PAD]", "[BOS]", "[EOS]", "[UNK]")
+
+
+@dataclass(frozen=True)
+class EmbeddedModelConfig:
+    """Shape of the embedded prior (the shipped weights use these defaults).
+
+    Fields:
+        resolution: image side in pixels the prior models.
+        patch: space-to-depth factor in front of the UNet (2: 12 x 16 x 16 input).
+        block_out_channels / layers_per_block / attention_heads: UNet width, depth, heads.
+        cross_attention_dim: text embedding width D (= text encoder hidden size).
+        text_layers / text_heads / text_intermediate: text transformer size.
+        max_length: tokens per prompt L, including [BOS]/[EOS] (the paper's full
+            source modifier plus a caption is about 26 word tokens).
+        num_train_timesteps / beta_schedule: the DDPM forward process (cosine, T = 1000;
+            cosine rather than SD's scaled_linear because pixel space needs alpha-bar_T ~ 0).
+    """
+
+    resolution: int = 32
+    patch: int = 2
+    block_out_channels: tuple[int, ...] = (48, 64, 96)
+    layers_per_block: int = 1
+    attention_heads: int = 4
+    cross_attention_dim: int = 64
+    text_layers: int = 2
+    text_heads: int = 4
+    text_intermediate: int = 128
+    max_length: int = 32
+    num_train_timesteps: int = 1000
+    beta_schedule: str = "squaredcos_cap_v2"
+
+
+def build_tokenizer(words: list[str], max_length: int):
+    """A word-level ``PreTrainedTokenizerFast`` over ``words`` (lower-cased; punctuation split off)."""
+    from tokenizers import Tokenizer, normalizers, pre_tokenizers, processors
+    from tokenizers.models import WordLevel
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {t: i for i, t in enumerate(SPECIAL_TOKENS)}
+    for w in words:
+        vocab.setdefault(w, len(vocab))
+    tok = Tokenizer(WordLevel(vocab=vocab, unk_token="[UNK]"))
+    tok.normalizer = normalizers.Lowercase()
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.post_processor = processors.TemplateProcessing(
+        single="[BOS] $A [EOS]", special_tokens=[("[BOS]", vocab["[BOS]"]), ("[EOS]", vocab["[EOS]"])]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        pad_token="[PAD]",
+        bos_token="[BOS]",
+        eos_token="[EOS]",
+        unk_token="[UNK]",
+        model_max_length=max_length,
+    )
+
+
+def build_components(config: EmbeddedModelConfig, words: list[str]):
+    """Fresh (unet, text_encoder, tokenizer, scheduler) for ``config``; seed torch before calling."""
+    from diffusers import DDIMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    tokenizer = build_tokenizer(words, config.max_length)
+    text_encoder = CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=config.cross_attention_dim,
+            intermediate_size=config.text_intermediate,
+            num_hidden_layers=config.text_layers,
+            num_attention_heads=config.text_heads,
+            max_position_embeddings=config.max_length,
+            pad_token_id=0,
+            bos_token_id=1,
+            eos_token_id=2,
+        )
+    )
+    n = len(config.block_out_channels)
+    ch = 3 * config.patch**2
+    unet = UNet2DConditionModel(
+        sample_size=config.resolution // config.patch,
+        in_channels=ch,
+        out_channels=ch,
+        block_out_channels=config.block_out_channels,
+        layers_per_block=config.layers_per_block,
+        down_block_types=("DownBlock2D",) + ("CrossAttnDownBlock2D",) * (n - 1),
+        up_block_types=("CrossAttnUpBlock2D",) * (n - 1) + ("UpBlock2D",),
+        cross_attention_dim=config.cross_attention_dim,
+        attention_head_dim=config.attention_heads,
+        norm_num_groups=16,
+    )
+    scheduler = DDIMScheduler(
+        num_train_timesteps=config.num_train_timesteps,
+        beta_schedule=config.beta_schedule,
+        prediction_type="epsilon",
+        clip_sample=True,
+        set_alpha_to_one=True,
+        steps_offset=0,
+    )
+    return unet, text_encoder, tokenizer, scheduler
+
+
+def patch_size(unet) -> int:
+    """The space-to-depth factor implied by the UNet's input channels (3 * p^2)."""
+    p = int(round((unet.config.in_channels / 3) ** 0.5))
+    if 3 * p * p != unet.config.in_channels:
+        raise ValueError(f"unet in_channels={unet.config.in_channels} is not 3 * p^2")
+    return p
+
+
+def denoise(unet, x: torch.Tensor, t: torch.Tensor, embeddings: torch.Tensor) -> torch.Tensor:
+    """Epsilon-hat in pixel space.
+
+    x (N, 3, R, R) noisy pixels in [-1, 1] scale; t (N,) int64; embeddings (N, L, D).
+    Returns (N, 3, R, R).
+    """
+    p = patch_size(unet)
+    h = F.pixel_unshuffle(x, p) if p > 1 else x
+    out = unet(h, t, encoder_hidden_states=embeddings).sample
+    return F.pixel_shuffle(out, p) if p > 1 else out
+
+
+def tokenize(tokenizer, prompts: list[str], max_length: int | None = None) -> torch.Tensor:
+    """Token ids (N, L), padded/truncated to the tokenizer's ``model_max_length``."""
+    n = max_length or tokenizer.model_max_length
+    return tokenizer(list(prompts), padding="max_length", max_length=n, truncation=True, return_tensors="pt").input_ids
+
+
+def save_components(folder: str | Path, unet, text_encoder, tokenizer, scheduler) -> Path:
+    """Write the diffusers folder (safetensors only) with ``model_index.json``."""
+    from diffusers import DiffusionPipeline
+
+    class EmbeddedPixelPipeline(DiffusionPipeline):
+        """Holder so ``save_pretrained`` writes the standard layout; the engine loads components."""
+
+        def __init__(self, unet, text_encoder, tokenizer, scheduler):
+            super().__init__()
+            self.register_modules(unet=unet, text_encoder=text_encoder, tokenizer=tokenizer, scheduler=scheduler)
+
+    folder = Path(folder)
+    EmbeddedPixelPipeline(unet, text_encoder, tokenizer, scheduler).save_pretrained(folder, safe_serialization=True)
+    return folder
