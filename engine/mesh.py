@@ -84,12 +84,12 @@ def _up_rotation(up_axis: str) -> np.ndarray:
 
 
 def normalization_matrix(positions: np.ndarray, up_axis: str) -> np.ndarray:
-    """(4, 4): rotate to Y-up, move the bounding-box centre to the origin, scale into the unit sphere."""
+    """(4, 4): rotate to Y-up, move the bounding-box centre to the origin, scale so the farthest vertex is at distance 1."""
     rot = _up_rotation(up_axis)
     p = positions.astype(np.float64) @ rot[:3, :3].T
     lo, hi = p.min(axis=0), p.max(axis=0)
     centre = (lo + hi) / 2
-    radius = float(np.linalg.norm(hi - lo) / 2)
+    radius = float(np.sqrt(((p - centre) ** 2).sum(axis=1).max()))
     scale = 1.0 / radius if radius > 0 else 1.0
     m = np.eye(4)
     m[:3, :3] = np.eye(3) * scale
