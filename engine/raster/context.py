@@ -64,8 +64,10 @@ class RasterContext:
             "faces_np": np.ascontiguousarray(mesh.faces, dtype=np.int64),
             "faces": torch.from_numpy(mesh.faces.astype(np.int64)).to(self.device),
             "uvs": torch.from_numpy(mesh.uvs).to(self.device),
-            "normals": torch.from_numpy(face_normals(pos, mesh.faces)).to(self.device),
+            "normals_np": face_normals(pos, mesh.faces),
+            "uvs_np": np.ascontiguousarray(mesh.uvs, dtype=np.float32),
         }
+        t["normals"] = torch.from_numpy(t["normals_np"]).to(self.device)
         self._mesh_cache = (mesh, t)
         return t
 
@@ -87,11 +89,10 @@ def rasterize(ctx: RasterContext, mesh: Mesh, cameras: Cameras, resolution: int 
     if ctx.backend is RasterBackend.NVDIFFRAST:
         clip_t = torch.from_numpy(clip).to(ctx.device)
         tri_id, bary = ctx._nv(clip_t, t["faces"], H, W)
-    else:
-        from engine.raster.numba_raster import rasterize_numba
+        return build_gbuffer(tri_id, bary, clip_t, t["faces"], t["uvs"], t["normals"])
+    from engine.raster.numba_raster import rasterize_numba
 
-        tri_np, bary_np, _depth = rasterize_numba(clip, t["faces_np"], H, W)
-        tri_id = torch.from_numpy(tri_np).to(ctx.device)
-        bary = torch.from_numpy(bary_np).to(ctx.device)
-        clip_t = torch.from_numpy(clip).to(ctx.device)
-    return build_gbuffer(tri_id, bary, clip_t, t["faces"], t["uvs"], t["normals"])
+    o = rasterize_numba(clip, t["faces_np"], H, W, t["uvs_np"], t["normals_np"])
+    g = {k: torch.from_numpy(v).to(ctx.device) for k, v in o.items()}
+    tri_id = g.pop("tri_id").long()
+    return GBuffer(mask=tri_id >= 0, tri_id=tri_id, **g)

@@ -165,38 +165,73 @@ def _ztest(coef, bbox, start, items, band_rows, H, W, zbuf, tri_id):
 
 
 @njit(cache=True, parallel=True, fastmath=False)
-def _resolve(coef, clip, faces, tri_id, bary, depth):
+def _resolve(coef, clip, faces, uvs, normals, tri_id, bary, depth, uv, normal, uv_da):
+    """Per covered pixel: perspective-correct barycentrics b_i = l_i q_i / s (q = 1/w, s = sum l_j q_j),
+    depth 1/s, UV, face normal and analytic UV derivatives db_i/dx = (a_i q_i - b_i sum_j a_j q_j) / s."""
     H, W = tri_id.shape
     for y in prange(H):
         py = y + 0.5
         for x in range(W):
             t = tri_id[y, x]
             if t < 0:
-                bary[y, x, 0] = 0.0
-                bary[y, x, 1] = 0.0
-                bary[y, x, 2] = 0.0
+                for k in range(3):
+                    bary[y, x, k] = 0.0
+                    normal[y, x, k] = 0.0
+                uv[y, x, 0] = 0.0
+                uv[y, x, 1] = 0.0
+                for k in range(4):
+                    uv_da[y, x, k] = 0.0
                 depth[y, x] = 0.0
                 continue
             px = x + 0.5
-            l0 = (coef[t, 0] * px + coef[t, 1] * py + coef[t, 2]) / clip[faces[t, 0], 3]
-            l1 = (coef[t, 3] * px + coef[t, 4] * py + coef[t, 5]) / clip[faces[t, 1], 3]
-            l2 = (coef[t, 6] * px + coef[t, 7] * py + coef[t, 8]) / clip[faces[t, 2], 3]
+            q0 = 1.0 / clip[faces[t, 0], 3]
+            q1 = 1.0 / clip[faces[t, 1], 3]
+            q2 = 1.0 / clip[faces[t, 2], 3]
+            l0 = (coef[t, 0] * px + coef[t, 1] * py + coef[t, 2]) * q0
+            l1 = (coef[t, 3] * px + coef[t, 4] * py + coef[t, 5]) * q1
+            l2 = (coef[t, 6] * px + coef[t, 7] * py + coef[t, 8]) * q2
             s = l0 + l1 + l2
-            bary[y, x, 0] = l0 / s
-            bary[y, x, 1] = l1 / s
-            bary[y, x, 2] = l2 / s
+            b0 = l0 / s
+            b1 = l1 / s
+            b2 = l2 / s
+            bary[y, x, 0] = b0
+            bary[y, x, 1] = b1
+            bary[y, x, 2] = b2
             depth[y, x] = 1.0 / s
+            u = b0 * uvs[t, 0, 0] + b1 * uvs[t, 1, 0] + b2 * uvs[t, 2, 0]
+            v = b0 * uvs[t, 0, 1] + b1 * uvs[t, 1, 1] + b2 * uvs[t, 2, 1]
+            uv[y, x, 0] = u
+            uv[y, x, 1] = v
+            for k in range(3):
+                normal[y, x, k] = normals[t, k]
+            # d/dx: a_i = coef[t, 3i], sum_j a_j q_j = coef[t, 9]; d/dy: coef[t, 3i+1], coef[t, 10]
+            for d in range(2):
+                sa = coef[t, 9 + d]
+                d0 = (coef[t, d] * q0 - b0 * sa) / s
+                d1 = (coef[t, 3 + d] * q1 - b1 * sa) / s
+                d2 = (coef[t, 6 + d] * q2 - b2 * sa) / s
+                uv_da[y, x, 2 * d] = d0 * uvs[t, 0, 0] + d1 * uvs[t, 1, 0] + d2 * uvs[t, 2, 0]
+                uv_da[y, x, 2 * d + 1] = d0 * uvs[t, 0, 1] + d1 * uvs[t, 1, 1] + d2 * uvs[t, 2, 1]
 
 
-def rasterize_numba(clip: np.ndarray, faces: np.ndarray, H: int, W: int):
-    """clip (B,V,4) float64 clip-space positions, faces (F,3) int64 ->
-    tri_id (B,H,W) int32 (-1 background), bary (B,H,W,3) float32, depth (B,H,W) float32 (view-space w)."""
+def rasterize_numba(clip: np.ndarray, faces: np.ndarray, H: int, W: int, uvs: np.ndarray | None = None,
+                    normals: np.ndarray | None = None):
+    """clip (B,V,4) float64 clip-space positions, faces (F,3) int64, uvs (F,3,2), normals (F,3) ->
+    dict of tri_id (B,H,W) int32 (-1 background), bary (B,H,W,3), depth (B,H,W) (view-space w),
+    uv (B,H,W,2), normal (B,H,W,3), uv_da (B,H,W,4) float32 (see ``GBuffer``)."""
     B = clip.shape[0]
     F = faces.shape[0]
     faces = np.ascontiguousarray(faces, dtype=np.int64)
-    tri_id = np.empty((B, H, W), np.int32)
-    bary = np.empty((B, H, W, 3), np.float32)
-    depth = np.empty((B, H, W), np.float32)
+    uvs = np.zeros((F, 3, 2), np.float32) if uvs is None else np.ascontiguousarray(uvs, dtype=np.float32)
+    normals = np.zeros((F, 3), np.float32) if normals is None else np.ascontiguousarray(normals, dtype=np.float32)
+    out = {
+        "tri_id": np.empty((B, H, W), np.int32),
+        "bary": np.empty((B, H, W, 3), np.float32),
+        "depth": np.empty((B, H, W), np.float32),
+        "uv": np.empty((B, H, W, 2), np.float32),
+        "normal": np.empty((B, H, W, 3), np.float32),
+        "uv_da": np.empty((B, H, W, 4), np.float32),
+    }
     zbuf = np.empty((H, W), np.float64)
     coef = np.empty((F, 12), np.float64)
     bbox = np.empty((F, 4), np.int32)
@@ -205,9 +240,11 @@ def rasterize_numba(clip: np.ndarray, faces: np.ndarray, H: int, W: int):
         cl = np.ascontiguousarray(clip[b], dtype=np.float64)
         _setup(cl, faces, H, W, coef, bbox)
         start, items = _bin(bbox, n_bands, BAND_ROWS)
-        _ztest(coef, bbox, start, items, BAND_ROWS, H, W, zbuf, tri_id[b])
-        _resolve(coef, cl, faces, tri_id[b], bary[b], depth[b])
-    return tri_id, bary, depth
+        tri = out["tri_id"][b]
+        _ztest(coef, bbox, start, items, BAND_ROWS, H, W, zbuf, tri)
+        _resolve(coef, cl, faces, uvs, normals, tri, out["bary"][b], out["depth"][b], out["uv"][b],
+                 out["normal"][b], out["uv_da"][b])
+    return out
 
 
 @njit(cache=True, parallel=True)
