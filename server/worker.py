@@ -166,6 +166,17 @@ class _Worker:
         self.send("loaded", {"model": getattr(self.prior, "name", model)})
         return self.prior
 
+    def describe_failure(self, exc: Exception, user_error: type) -> str:
+        if _disk_full(exc):
+            return f"disk full while writing the job's files ({exc}); free disk space and resubmit"
+        if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
+            self.unload()
+            return "out of memory while running the job; use a smaller texture_size/render_size/views_per_step or free memory"
+        if isinstance(exc, user_error):
+            return str(exc)
+        traceback.print_exc()
+        return f"engine error: {type(exc).__name__}: {exc}"
+
     def run(self, payload: dict[str, Any]) -> None:
         from engine.errors import JobCancelled, TexbridgeError
         from engine.job import TextureJob
@@ -202,20 +213,8 @@ class _Worker:
             result = self.run_job(job, job_dir, prior=prior, callbacks=callbacks, resume=bool(payload.get("resume")))
         except JobCancelled:
             self.send("cancelled", {})
-        except MemoryError:
-            self.unload()
-            self.send("failed", {"error": "out of memory while running the job; use a smaller texture_size/render_size or free memory"})
-        except TexbridgeError as exc:
-            self.send("failed", {"error": str(exc)})
-        except Exception as exc:
-            if _disk_full(exc):
-                self.send("failed", {"error": f"disk full while writing the job's files ({exc}); free disk space and resubmit"})
-            elif type(exc).__name__ == "OutOfMemoryError":
-                self.unload()
-                self.send("failed", {"error": "GPU out of memory; use a smaller texture_size/render_size/views_per_step"})
-            else:
-                traceback.print_exc()
-                self.send("failed", {"error": f"engine error: {type(exc).__name__}: {exc}"})
+        except Exception as exc:  # every failure is reported; only the process dying is a crash
+            self.send("failed", {"error": self.describe_failure(exc, TexbridgeError)})
         else:
             self.send(
                 "succeeded",

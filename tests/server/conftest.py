@@ -1,8 +1,13 @@
 """A real ``texbridge serve`` in a subprocess on a free loopback port, and HTTP helpers.
 
-While ``engine.runner.run_texture_job`` is not in the tree yet, the worker is pointed at
-``tests/server/standin_engine.py`` (test hooks ``TEXBRIDGE_WORKER_RUNNER/LOADER``); once it
-is, the real engine runs with the tiny random SD folder (``tiny_sd_dir``).
+Two kinds of server:
+- ``real_server``: the real engine (``engine.runner.run_texture_job``) with the tiny random SD
+  folder (``tiny_sd_dir``): happy path, cancel and crash recovery run through it.
+- ``server``: the worker is pointed at ``tests/server/standin_engine.py`` (test hooks
+  ``TEXBRIDGE_WORKER_RUNNER/LOADER``), a stand-in that follows the runner's contract in
+  milliseconds per step. It serves the tests of the server itself (security, API, queue
+  order under load, crash counting), which would otherwise take minutes of CPU diffusion
+  per job on this machine. Everything else (HTTP, store, worker process, SSE) is real.
 """
 
 from __future__ import annotations
@@ -61,8 +66,10 @@ def npz_bytes(**arrays) -> bytes:
 class EngineServer:
     """``python -m server.cli serve`` in a subprocess; discovery file in its own runtime dir."""
 
-    def __init__(self, root: Path, model: str, extra: list[str] | None = None, env: dict[str, str] | None = None):
+    def __init__(self, root: Path, model: str, extra: list[str] | None = None, env: dict[str, str] | None = None,
+                 standin: bool = False):
         self.root = root
+        self.standin = standin or not ENGINE_READY
         self.runtime = root / "runtime"
         self.data = root / "data"
         self.model = model
@@ -78,7 +85,7 @@ class EngineServer:
         env["TEXBRIDGE_RUNTIME_DIR"] = str(self.runtime)
         env["HF_HUB_OFFLINE"] = "1"
         env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
-        if not ENGINE_READY:
+        if self.standin:
             env["TEXBRIDGE_WORKER_RUNNER"] = "tests.server.standin_engine:run_texture_job"
             env["TEXBRIDGE_WORKER_LOADER"] = "tests.server.standin_engine:load_prior"
         env.update(self.env_extra)
@@ -140,8 +147,9 @@ def submit(client: httpx.Client, spec: dict | None = None, mesh: bytes | None = 
 
 
 def read_events(client: httpx.Client, job_id: str, last_id: int | None = None, stop_after: int | None = None,
-                timeout: float = 120.0) -> list[tuple[int, str, dict]]:
-    """Follow a job's SSE stream until its terminal event (or ``stop_after`` events)."""
+                timeout: float = 120.0, until=None, on_event=None) -> list[tuple[int, str, dict]]:
+    """Follow a job's SSE stream until its terminal event, ``stop_after`` events, or an event
+    for which ``until(event)`` is true. ``on_event(event)`` is called for each event."""
     headers = {"Last-Event-ID": str(last_id)} if last_id is not None else {}
     out: list[tuple[int, str, dict]] = []
     with client.stream("GET", f"/v1/jobs/{job_id}/events", headers=headers, timeout=httpx.Timeout(timeout)) as r:
@@ -153,9 +161,12 @@ def read_events(client: httpx.Client, job_id: str, last_id: int | None = None, s
                 continue
             if line == "":
                 if ev:
-                    out.append((int(ev["id"]), ev["event"], json.loads(ev["data"])))
+                    event = (int(ev["id"]), ev["event"], json.loads(ev["data"]))
+                    out.append(event)
                     ev = {}
-                    if stop_after is not None and len(out) >= stop_after:
+                    if on_event is not None:
+                        on_event(event)
+                    if (stop_after is not None and len(out) >= stop_after) or (until is not None and until(event)):
                         break
                 continue
             k, _, v = line.partition(": ")
@@ -175,15 +186,24 @@ def wait_for(predicate, timeout: float = 60.0, interval: float = 0.1):
 
 @pytest.fixture(scope="session")
 def engine_model(request) -> str:
+    """The tiny random SD folder when the real engine is in the tree."""
     if ENGINE_READY:
         return str(request.getfixturevalue("tiny_sd_dir"))
     return "standin-model"
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory, engine_model):
-    """One shared server for a test module (body cap 2 MB so the 413 test stays small)."""
-    srv = EngineServer(tmp_path_factory.mktemp("srv"), engine_model, ["--max-body-mb", "2", "--cancel-grace", "20"]).start()
+def server(tmp_path_factory):
+    """A stand-in-engine server shared by a test module (body cap 2 MB for the 413 tests)."""
+    srv = EngineServer(tmp_path_factory.mktemp("srv"), "standin-model", ["--max-body-mb", "2"], standin=True).start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def real_server(tmp_path_factory, engine_model):
+    """A server running the real engine with the tiny model."""
+    srv = EngineServer(tmp_path_factory.mktemp("real"), engine_model, ["--cancel-grace", "30"]).start()
     yield srv
     srv.stop()
 
@@ -192,3 +212,26 @@ def server(tmp_path_factory, engine_model):
 def client(server):
     with server.client() as c:
         yield c
+
+
+def checkpoint_step(job_dir: Path) -> int | None:
+    """Step stored in a job's checkpoint (real engine: latest.pt; stand-in: latest.npz)."""
+    pt = job_dir / "checkpoints" / "latest.pt"
+    if pt.is_file():
+        from engine.checkpoint import load_checkpoint
+
+        return load_checkpoint(pt).step
+    npz = job_dir / "checkpoints" / "latest.npz"
+    if npz.is_file():
+        with np.load(npz) as z:
+            return int(z["step"])
+    return None
+
+
+def pid_alive(pid: int) -> bool:
+    """True while ``pid`` runs (a zombie counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return False
