@@ -11,16 +11,22 @@ and the server's worker process, so both produce the same output layout::
       checkpoints/      latest.pt (texture, optimizer state, step, RNG states), written atomically
       progress/         texture snapshots every ``preview_every`` steps (step_000010.png, ...)
 
-STATUS: interface contract; implemented by the score-distillation work (issue 3).
+``run_texture_job`` is the implementation (issue 3); the server's worker passes an
+already-loaded prior so the model stays in memory between jobs.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
+
+if TYPE_CHECKING:  # pragma: no cover
+    from engine.job import TextureJob
+    from engine.mesh import Mesh
+    from engine.priors.base import DiffusionPrior
 
 
 @dataclass(frozen=True)
@@ -65,3 +71,29 @@ class JobResult:
     preview_png: Path
     steps_done: int
     model_name: str
+
+
+JOB_JSON = "job.json"
+CHECKPOINT = "checkpoints/latest.pt"
+
+
+def run_texture_job(
+    job: "TextureJob",
+    out_dir: str | Path,
+    *,
+    mesh: "Mesh | None" = None,
+    prior: "DiffusionPrior | None" = None,
+    callbacks: JobCallbacks | None = None,
+    resume: bool = False,
+) -> JobResult:
+    """Run ``job`` and write the output layout above into ``out_dir``.
+
+    mesh: an already-loaded mesh (else ``load_mesh(job.mesh)``).
+    prior: an already-loaded prior (else ``load_prior(job.model, job.device)``).
+    resume: continue from ``out_dir/checkpoints/latest.pt`` (same spec; see ``engine.jobrun``).
+    Raises ``JobCancelled`` (checkpoint written, job.json status "cancelled") or another
+    ``TexbridgeError``; job.json records status "failed" and the error.
+    """
+    from engine.jobrun import execute
+
+    return execute(job, Path(out_dir), mesh=mesh, prior=prior, callbacks=callbacks or JobCallbacks(), resume=resume)

@@ -114,6 +114,38 @@ def _pipeline_kwargs(dtype: torch.dtype) -> dict:
     return dict(torch_dtype=dtype, safety_checker=None, feature_extractor=None, requires_safety_checker=False, use_safetensors=True)
 
 
+def _quiet_diffusers():
+    """Silence diffusers' loading chatter (progress bars, deprecation notes) for one load."""
+    import warnings
+
+    from diffusers.utils import logging as dlog
+    from transformers.utils import logging as tlog
+
+    ctx = warnings.catch_warnings()
+    ctx.__enter__()
+    warnings.simplefilter("ignore", FutureWarning)
+    level = dlog.get_verbosity()
+    dlog.set_verbosity_error()
+    dlog.disable_progress_bar()
+    tlevel = tlog.get_verbosity()
+    tlog.set_verbosity_error()
+    tlog.disable_progress_bar()
+
+    class _Restore:
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            dlog.set_verbosity(level)
+            dlog.enable_progress_bar()
+            tlog.set_verbosity(tlevel)
+            tlog.enable_progress_bar()
+            ctx.__exit__(*exc)
+            return False
+
+    return _Restore()
+
+
 def _load_folder(path: str, name: str, device: torch.device, dtype: torch.dtype):
     from diffusers import StableDiffusionPipeline
 
@@ -122,7 +154,8 @@ def _load_folder(path: str, name: str, device: torch.device, dtype: torch.dtype)
     if not (Path(path) / "model_index.json").exists():
         raise ModelNotFoundError(f"folder {path!r} is not a diffusers model (no model_index.json); give a diffusers folder or a .safetensors file")
     try:
-        pipe = StableDiffusionPipeline.from_pretrained(path, local_files_only=True, **_pipeline_kwargs(dtype))
+        with _quiet_diffusers():
+            pipe = StableDiffusionPipeline.from_pretrained(path, local_files_only=True, **_pipeline_kwargs(dtype))
     except (OSError, ValueError) as exc:
         raise ModelNotFoundError(f"could not load diffusers folder {path!r} (safetensors weights required): {_first_line(exc)}") from None
     return StableDiffusionPrior.from_pipeline(pipe, name, device, dtype)
@@ -135,7 +168,8 @@ def _load_hub(repo_id: str, device: torch.device, dtype: torch.dtype):
 
     cache = str(hub_cache_dir())
     try:
-        pipe = StableDiffusionPipeline.from_pretrained(repo_id, local_files_only=True, cache_dir=cache, **_pipeline_kwargs(dtype))
+        with _quiet_diffusers():
+            pipe = StableDiffusionPipeline.from_pretrained(repo_id, local_files_only=True, cache_dir=cache, **_pipeline_kwargs(dtype))
     except (OSError, ValueError):
         if hub_offline():
             raise ModelNotFoundError(_missing_message(repo_id)) from None
@@ -164,9 +198,10 @@ def _load_single_file(path: str, device: torch.device, dtype: torch.dtype, confi
     if config is None and is_cached(DEFAULT_HUB_MODEL):
         config = DEFAULT_HUB_MODEL  # component configs of SD 2.x-base from the cache
     try:
-        pipe = StableDiffusionPipeline.from_single_file(
-            path, config=config, local_files_only=hub_offline() or config is not None, cache_dir=str(hub_cache_dir()), **kwargs
-        )
+        with _quiet_diffusers():
+            pipe = StableDiffusionPipeline.from_single_file(
+                path, config=config, local_files_only=hub_offline() or config is not None, cache_dir=str(hub_cache_dir()), **kwargs
+            )
     except Exception as exc:  # diffusers raises many types for unusable checkpoints
         raise ModelNotFoundError(
             f"could not load {p.name} as a Stable Diffusion checkpoint: {_first_line(exc)}; single-file loading needs the "

@@ -65,9 +65,9 @@ class StableDiffusionPrior:
         self.dtype = dtype or default_dtype(self.device)
         self.config = config
         self.tokenizer = tokenizer
-        self.text_encoder = text_encoder.to(self.device, self.dtype).eval().requires_grad_(False)
-        self.vae = vae.to(self.device, self.dtype).eval().requires_grad_(False)
-        self.unet = unet.to(self.device, self.dtype).eval().requires_grad_(False)
+        self.text_encoder = self._place(text_encoder)
+        self.vae = self._place(vae)
+        self.unet = self._place(unet)
         _use_sdpa(self.unet)
         _use_sdpa(self.vae)
         self.alphas_cumprod = alphas_cumprod.to(self.device, torch.float32)
@@ -79,6 +79,11 @@ class StableDiffusionPrior:
         self.resolution = int(self.unet.config.sample_size) * self.vae_scale_factor
         self.scaling_factor = float(getattr(self.vae.config, "scaling_factor", 0.18215))
         self._cache: dict[str, torch.Tensor] = {}
+
+    def _place(self, module):
+        """Move to the device; cast only when the dtype differs (diffusers warns on no-op casts)."""
+        module = module.to(self.device) if module.dtype == self.dtype else module.to(self.device, self.dtype)
+        return module.eval().requires_grad_(False)
 
     @classmethod
     def from_pipeline(cls, pipe, name: str, device, dtype=None, config=StableDiffusionConfig()) -> "StableDiffusionPrior":

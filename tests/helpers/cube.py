@@ -13,8 +13,12 @@ from engine.mesh import Mesh, mesh_from_arrays
 GRID = 4
 
 
-def cube_mesh(face_mask: np.ndarray | None = None) -> Mesh:
-    """Unit cube (side 1, centred), 12 triangles, per-face UV cells; Y-up arrays."""
+def cube_mesh(face_mask: np.ndarray | None = None, inner: bool = False) -> Mesh:
+    """Unit cube (side 1, centred), 12 triangles, per-face UV cells; Y-up arrays.
+
+    inner: add a small quad inside the cube (UV cell 6): its texels are mapped but no
+    view can see them (14 triangles then).
+    """
     quads = [  # (normal axis, sign) -> 4 corners counter-clockwise seen from outside
         [(-1, -1, 1), (1, -1, 1), (1, 1, 1), (-1, 1, 1)],  # +Z (front)
         [(1, -1, -1), (-1, -1, -1), (-1, 1, -1), (1, 1, -1)],  # -Z
@@ -23,6 +27,8 @@ def cube_mesh(face_mask: np.ndarray | None = None) -> Mesh:
         [(-1, 1, 1), (1, 1, 1), (1, 1, -1), (-1, 1, -1)],  # +Y (top)
         [(-1, -1, -1), (1, -1, -1), (1, -1, 1), (-1, -1, 1)],  # -Y
     ]
+    if inner:
+        quads.append([(-0.3, -0.3, 0), (0.3, -0.3, 0), (0.3, 0.3, 0), (-0.3, 0.3, 0)])
     pos, faces, uvs = [], [], []
     for q, corners in enumerate(quads):
         base = len(pos)
@@ -48,9 +54,9 @@ def cell_slice(q: int, size: int) -> tuple[slice, slice]:
 
 
 def unused_cells(size: int) -> np.ndarray:
-    """(size, size) bool: texels in the 10 cells no face uses."""
+    """(size, size) bool: texels in the cells 7..15 no face uses."""
     m = np.zeros((size, size), bool)
     cs = size // GRID
-    for q in range(6, GRID * GRID):
+    for q in range(7, GRID * GRID):
         m[(q // GRID) * cs:(q // GRID + 1) * cs, (q % GRID) * cs:(q % GRID + 1) * cs] = True
     return m

@@ -1,0 +1,163 @@
+"""``texbridge texture MESH --prompt TEXT``: one texturing job from the command line.
+
+Writes the job folder described in ``engine/runner.py`` and shows a progress bar.
+Ctrl-C (once) stops after the current step and writes a checkpoint; ``--resume DIR``
+continues it. Exit codes: see README ("Exit codes").
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from engine.errors import SpecError
+from engine.guidance.method import GuidanceMethod
+from engine.job import BACKENDS, DEVICES, TextureJob
+
+#: CLI flag -> TextureJob field, for the options both ``texture`` and ``batch`` take.
+JOB_FLAGS = {
+    "method": "method", "steps": "steps", "stage_two_start": "stage_two_start", "cfg": "cfg_scale",
+    "lr": "learning_rate", "texture_size": "texture_size", "render_size": "render_size",
+    "views_per_step": "views_per_step", "seed": "seed", "model": "model", "device": "device",
+    "backend": "backend", "edit_source_prompt": "edit_source_prompt", "init_texture": "init_texture",
+    "checkpoint_every": "checkpoint_every", "preview_every": "preview_every",
+    "source_modifier": "source_modifier", "target_modifier": "target_modifier",
+}
+
+
+def add_job_arguments(p: argparse.ArgumentParser) -> None:
+    """Options that map onto ``TextureJob`` fields (defaults: the job's, i.e. the paper's)."""
+    g = p.add_argument_group("job (defaults follow the paper's recipe; see engine/job.py)")
+    g.add_argument("--method", choices=[m.value for m in GuidanceMethod], help="guidance method (default bridge)")
+    g.add_argument("--steps", type=int, help="optimization steps (default 1000)")
+    g.add_argument("--stage-two-start", type=int, help="bridge stage-2 step (default steps/2)")
+    g.add_argument("--cfg", type=float, help="CFG scale (default: 40 for bridge/sds, 7.5 for nfsd)")
+    g.add_argument("--lr", type=float, help="AdamW learning rate (default 0.01)")
+    g.add_argument("--texture-size", type=int, help="texture side, power of two 64..8192 (default 1024)")
+    g.add_argument("--render-size", type=int, help="rendered view side in pixels (default 512)")
+    g.add_argument("--views-per-step", type=int, help="views per step (default 4 on GPU, 1 on CPU)")
+    g.add_argument("--seed", type=int, help="random seed (default 0)")
+    g.add_argument("--model", help="auto | embedded | hub id | diffusers folder | .safetensors file (default auto)")
+    g.add_argument("--device", choices=DEVICES, help="default auto")
+    g.add_argument("--backend", choices=BACKENDS, help="rasterizer (default auto)")
+    g.add_argument("--edit-source-prompt", help="refine: describes the current texture (bridge src)")
+    g.add_argument("--init-texture", help="refine: PNG to start from")
+    g.add_argument("--source-modifier", help="bridge source suffix (default: the paper's)")
+    g.add_argument("--target-modifier", help="bridge target suffix (default: the paper's)")
+    g.add_argument("--no-view-prompts", action="store_true", help="no front/side/back view suffixes")
+    g.add_argument("--checkpoint-every", type=int, help="steps between checkpoints (default 50)")
+    g.add_argument("--preview-every", type=int, help="steps between progress snapshots (default 10)")
+
+
+def job_overrides(args: argparse.Namespace) -> dict:
+    """The job fields given on the command line."""
+    out = {field: getattr(args, flag) for flag, field in JOB_FLAGS.items() if getattr(args, flag, None) is not None}
+    if getattr(args, "no_view_prompts", False):
+        out["view_dependent_prompts"] = False
+    return out
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser("texture", help="texture a mesh from a prompt (batch mode)",
+                              description="Optimize a UV texture for MESH under PROMPT and write a job folder.")
+    p.add_argument("mesh", nargs="?", help="mesh file: OBJ, GLB/glTF, PLY or .npz")
+    p.add_argument("--prompt", help="what the texture should depict")
+    p.add_argument("--out", help="output folder (default: texbridge_output/<mesh name>)")
+    p.add_argument("--resume", metavar="DIR", help="continue the job in DIR from its checkpoint")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_job_arguments(p)
+    p.set_defaults(func=run)
+
+
+def build_job(args: argparse.Namespace) -> tuple[TextureJob, Path, bool]:
+    """(job, out_dir, resume) from parsed arguments."""
+    if args.resume:
+        from engine.jobrun import read_job_json
+
+        out = Path(args.resume)
+        spec = dict(read_job_json(out)["spec"])
+        spec.update(job_overrides(args))  # e.g. --device; the resume check rejects math changes
+        if args.mesh:
+            spec["mesh"] = args.mesh
+        return TextureJob.from_dict(spec), out, True
+    if not args.mesh:
+        raise SpecError("no mesh given; usage: texbridge texture MESH --prompt TEXT (or --resume DIR)")
+    if args.prompt is None:
+        raise SpecError("prompt is empty; give a text prompt such as --prompt 'red brick wall'")
+    job = TextureJob(prompt=args.prompt, mesh=str(args.mesh), **job_overrides(args))
+    out = Path(args.out) if args.out else Path("texbridge_output") / Path(args.mesh).stem
+    return job, out, False
+
+
+class CancelOnSigint:
+    """First Ctrl-C asks the loop to stop after this step (checkpoint written); a second one aborts."""
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    def __call__(self) -> bool:
+        return self.requested
+
+    def __enter__(self):
+        def handler(signum, frame):
+            if self.requested:
+                raise KeyboardInterrupt
+            self.requested = True
+            print("\nstopping after this step (Ctrl-C again to abort without a checkpoint)", file=sys.stderr)
+
+        try:
+            self._old = signal.signal(signal.SIGINT, handler)
+        except ValueError:  # not the main thread
+            self._old = None
+        return self
+
+    def __exit__(self, *exc):
+        if self._old is not None:
+            signal.signal(signal.SIGINT, self._old)
+        return False
+
+
+def progress_callbacks(total: int, quiet: bool, cancel=None, desc: str = "texture"):
+    """(JobCallbacks, close) with a tqdm bar showing stage, t and loss."""
+    from engine.runner import JobCallbacks
+
+    if quiet:
+        return JobCallbacks(should_cancel=cancel), lambda: None
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, desc=desc, unit="step", dynamic_ncols=True, file=sys.stderr)
+
+    def on_progress(ev) -> None:
+        bar.n = ev.step
+        bar.set_postfix(stage=ev.stage, t=ev.t, loss=f"{ev.loss:.4g}", refresh=False)
+        bar.refresh()
+
+    return JobCallbacks(on_progress=on_progress, should_cancel=cancel), bar.close
+
+
+def configure_logging() -> None:
+    """Warnings as ``warning: ...`` lines; library chatter (transformers/diffusers) off."""
+    import os
+
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+    logging.basicConfig(level=logging.WARNING, format="warning: %(message)s", stream=sys.stderr)
+
+
+def run(args: argparse.Namespace) -> int:
+    from engine.runner import run_texture_job
+
+    configure_logging()
+    job, out, resume = build_job(args)
+    with CancelOnSigint() as cancel:
+        callbacks, close = progress_callbacks(job.steps, args.quiet, cancel)
+        try:
+            result = run_texture_job(job, out, callbacks=callbacks, resume=resume)
+        finally:
+            close()
+    print(f"model: {result.model_name}")
+    print(f"wrote {result.out_dir}/ (texture.png, textured.glb, preview.png, job.json)")
+    return 0

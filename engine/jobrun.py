@@ -1,0 +1,204 @@
+"""The body of ``engine.runner.run_texture_job``: set up, optimize, export, record.
+
+Steps: write job.json (status "running"); load the mesh and the prior (unless given);
+build the view cache; optimize (checkpoints and progress snapshots on the way);
+export texture.png (UV-padded), textured.glb and preview.png; job.json "done" with
+timings. Cancel -> "cancelled"; any error -> "failed" with the message.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import platform
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from engine.errors import JobCancelled, SpecError, TexbridgeError
+from engine.guidance.config import GuidanceConfig
+from engine.job import TextureJob
+from engine.runner import CHECKPOINT, JOB_JSON, JobCallbacks, JobResult
+
+#: Orbit views whose G-buffers are precomputed per job (the loop samples among them).
+VIEW_CACHE_SIZE = 64
+#: Spec fields that may differ when resuming (they do not change the optimization's math).
+RESUME_MAY_DIFFER = ("mesh", "device", "backend", "checkpoint_every", "preview_every")
+
+
+def versions() -> dict[str, str]:
+    from importlib import metadata
+
+    out = {"python": platform.python_version(), "torch": torch.__version__}
+    for pkg in ("texbridge", "diffusers", "transformers", "numpy", "numba"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            out[pkg] = "not installed"
+    return out
+
+
+def guidance_config(job: TextureJob) -> GuidanceConfig:
+    """The guidance settings a job asks for."""
+    return GuidanceConfig(
+        method=job.method,
+        cfg_scale=job.cfg_scale,
+        stage_two_start=job.stage_two_step,
+        source_modifier=job.source_modifier,
+        target_modifier=job.target_modifier,
+        edit_source_prompt=job.edit_source_prompt,
+        view_dependent_prompts=job.view_dependent_prompts,
+    )
+
+
+def write_json_atomic(path: Path, data: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def read_job_json(out_dir: str | Path) -> dict:
+    p = Path(out_dir) / JOB_JSON
+    if not p.is_file():
+        raise SpecError(f"{out_dir} has no {JOB_JSON}; --resume needs a folder written by texbridge texture")
+    return json.loads(p.read_text(encoding="utf-8"))
+
+
+def load_init_texture(path: str, size: int) -> torch.Tensor:
+    """A PNG/JPEG as (size, size, 3) float32 in [0, 1], row 0 = top (resized bilinearly)."""
+    from PIL import Image
+
+    try:
+        img = Image.open(path).convert("RGB")
+    except (OSError, ValueError) as exc:
+        raise SpecError(f"init_texture {path!r} cannot be read as an image ({exc}); give a PNG file") from None
+    if img.size != (size, size):
+        img = img.resize((size, size), Image.BILINEAR)
+    return torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0)
+
+
+def face_texel_mask(mesh, size: int) -> torch.Tensor | None:
+    """(size, size) bool: texels covered by the faces in ``mesh.face_mask`` (None = all may change)."""
+    if mesh.face_mask is None or bool(np.all(mesh.face_mask)):
+        return None
+    from engine.export import uv_coverage_mask
+
+    sel = np.asarray(mesh.face_mask, bool)
+    if not sel.any():
+        raise SpecError("face_mask selects no faces; select at least one face to refine, or send no mask")
+    sub = dataclasses.replace(mesh, faces=mesh.faces[sel], uvs=mesh.uvs[sel], face_mask=None)
+    return torch.from_numpy(np.asarray(uv_coverage_mask(sub, size), bool))
+
+
+def execute(job: TextureJob, out: Path, *, mesh, prior, callbacks: JobCallbacks, resume: bool) -> JobResult:
+    from engine.cameras import OrbitConfig, sample_orbit
+    from engine.export import contact_sheet, export_glb, pad_texture, save_texture_png, uv_coverage_mask
+    from engine.mesh import load_mesh
+    from engine.optimize import OptimizeConfig, optimize_texture
+    from engine.priors.loading import load_prior, resolve_device
+    from engine.raster import RasterContext
+    from engine.render import ViewCache
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "checkpoints").mkdir(exist_ok=True)
+    (out / "progress").mkdir(exist_ok=True)
+    ckpt = out / CHECKPOINT
+    if resume:
+        _check_resume(job, ckpt)
+    t_start = time.perf_counter()
+    timings: dict[str, float] = {}
+    record: dict = {
+        "status": "running",
+        "spec": job.to_dict(),
+        "versions": versions(),
+        "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "resumed": bool(resume),
+        "timings": timings,
+        "error": None,
+    }
+    write_json_atomic(out / JOB_JSON, record)
+    try:
+        t0 = time.perf_counter()
+        if mesh is None:
+            if not job.mesh:
+                raise SpecError("job has no mesh; give a mesh file (OBJ, GLB/glTF, PLY or .npz)")
+            mesh = load_mesh(job.mesh)
+        timings["load_mesh_s"] = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        device = prior.device if prior is not None else resolve_device(job.device)
+        if prior is None:
+            prior = load_prior(job.model, device)
+        timings["load_model_s"] = time.perf_counter() - t0
+        record["model"] = prior.name
+        record["device"] = {"type": device.type, "dtype": str(prior.dtype).replace("torch.", ""),
+                            "name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"}
+
+        t0 = time.perf_counter()
+        ctx = RasterContext(job.backend, device=device)
+        record["backend"] = getattr(ctx.backend, "value", str(ctx.backend))
+        cams = sample_orbit(OrbitConfig(), VIEW_CACHE_SIZE, torch.Generator().manual_seed(job.seed))
+        views = ViewCache.build(ctx, mesh, cams, job.render_size)
+        timings["view_cache_s"] = time.perf_counter() - t0
+
+        guidance = guidance_config(job)
+        record["guidance"] = {"method": job.method.value, "cfg_scale": guidance.scale,
+                              "stage_two_start": job.stage_two_step if job.method.value == "bridge" else None}
+        write_json_atomic(out / JOB_JSON, record)
+        views_per_step = job.views_per_step or (4 if device.type == "cuda" else 1)
+        init = load_init_texture(job.init_texture, job.texture_size) if job.init_texture else None
+        user_preview = callbacks.on_preview
+
+        def on_preview(step: int, texture: np.ndarray) -> None:
+            save_texture_png(texture, out / "progress" / f"step_{step:06d}.png")
+            if user_preview is not None:
+                user_preview(step, texture)
+
+        cb = dataclasses.replace(callbacks, on_preview=on_preview)
+        t0 = time.perf_counter()
+        result = optimize_texture(
+            prior=prior, views=views, guidance=guidance, prompt=job.prompt,
+            config=OptimizeConfig(steps=job.steps, learning_rate=job.learning_rate, views_per_step=views_per_step,
+                                  checkpoint_every=job.checkpoint_every, preview_every=job.preview_every, seed=job.seed),
+            init_texture=init, texel_mask=face_texel_mask(mesh, job.texture_size), callbacks=cb,
+            checkpoint_path=ckpt, resume=resume, spec=job.to_dict(), texture_size=job.texture_size,
+        )
+        timings["optimize_s"] = time.perf_counter() - t0
+        timings["optimize_total_s"] = result.elapsed_s
+        timings["phases_s"] = {k: round(v, 4) for k, v in result.timings.items()}
+
+        t0 = time.perf_counter()
+        coverage = np.asarray(uv_coverage_mask(mesh, job.texture_size), bool)
+        texture = pad_texture(result.texture, coverage)
+        save_texture_png(texture, out / "texture.png")
+        export_glb(mesh, texture, out / "textured.glb")
+        contact_sheet(mesh, texture, out / "preview.png", ctx=ctx)
+        timings["export_s"] = time.perf_counter() - t0
+        timings["total_s"] = time.perf_counter() - t_start
+        record.update(status="done", steps_done=result.steps_done,
+                      finished_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+        write_json_atomic(out / JOB_JSON, record)
+        return JobResult(out, out / "texture.png", out / "textured.glb", out / "preview.png", result.steps_done, prior.name)
+    except JobCancelled as exc:
+        record.update(status="cancelled", error=str(exc))
+        write_json_atomic(out / JOB_JSON, record)
+        raise
+    except BaseException as exc:
+        record.update(status="failed", error=str(exc) if isinstance(exc, TexbridgeError) else f"{type(exc).__name__}: {exc}")
+        write_json_atomic(out / JOB_JSON, record)
+        raise
+
+
+def _check_resume(job: TextureJob, ckpt: Path) -> None:
+    from engine.checkpoint import load_checkpoint
+
+    saved = load_checkpoint(ckpt).spec
+    now = job.to_dict()
+    diff = sorted(k for k in set(saved) | set(now) if k not in RESUME_MAY_DIFFER and saved.get(k) != now.get(k))
+    if diff:
+        raise SpecError(f"cannot resume: the spec differs from the checkpoint's in {', '.join(diff)}; "
+                        f"resume with the same settings or start a new job folder")

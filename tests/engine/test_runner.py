@@ -1,0 +1,86 @@
+"""run_texture_job: job folder layout, job.json, cancel/resume, refine with a face mask.
+
+Real tiny SD prior, real rasterizer/renderer/export; a cube mesh built from arrays.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from engine.errors import JobCancelled, SpecError
+from engine.export import save_texture_png
+from engine.job import TextureJob
+from engine.priors.loading import load_prior
+from engine.runner import JobCallbacks, run_texture_job
+from tests.helpers.cube import cell_slice, cube_mesh
+
+SIZE = 64
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models run fastest single-threaded (and are robust to a busy machine)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def prior(tiny_sd_dir):
+    return load_prior(str(tiny_sd_dir), "cpu")
+
+
+def _job(tiny_sd_dir, **kw):
+    base = dict(prompt="a wooden crate", model=str(tiny_sd_dir), steps=8, texture_size=SIZE, render_size=64,
+                device="cpu", checkpoint_every=4, preview_every=4, seed=1)
+    return TextureJob(**{**base, **kw})
+
+
+def test_cancel_then_resume_finishes_and_records(prior, tiny_sd_dir, tmp_path):
+    job = _job(tiny_sd_dir, stage_two_start=3)
+    steps = []
+    cb = JobCallbacks(on_progress=lambda e: steps.append(e.step), should_cancel=lambda: len(steps) >= 5)
+    with pytest.raises(JobCancelled):
+        run_texture_job(job, tmp_path, mesh=cube_mesh(), prior=prior, callbacks=cb)
+    rec = json.loads((tmp_path / "job.json").read_text())
+    assert rec["status"] == "cancelled" and (tmp_path / "checkpoints" / "latest.pt").is_file()
+    # A spec that changes the math is refused on resume.
+    with pytest.raises(SpecError, match="differs from the checkpoint's in seed"):
+        run_texture_job(job.replace(seed=2), tmp_path, mesh=cube_mesh(), prior=prior, resume=True)
+    events = []
+    res = run_texture_job(job, tmp_path, mesh=cube_mesh(), prior=prior, resume=True,
+                          callbacks=JobCallbacks(on_progress=events.append))
+    assert [e.step for e in events] == [6, 7, 8] and res.steps_done == 8
+    rec = json.loads((tmp_path / "job.json").read_text())
+    assert rec["status"] == "done" and rec["resumed"] is True and rec["steps_done"] == 8
+    assert rec["model"] == prior.name == res.model_name
+    assert rec["spec"] == job.to_dict() and rec["device"]["type"] == "cpu"
+    assert {"torch", "diffusers", "texbridge"} <= set(rec["versions"])
+    assert {"optimize_s", "export_s", "total_s"} <= set(rec["timings"])
+    assert rec["guidance"] == {"method": "bridge", "cfg_scale": 40.0, "stage_two_start": 3}
+    assert sorted(p.name for p in (tmp_path / "progress").iterdir()) == ["step_000004.png", "step_000008.png"]
+
+
+def test_refine_with_face_mask_changes_only_selected_faces(prior, tiny_sd_dir, tmp_path):
+    rng = np.random.default_rng(0)
+    init = (rng.random((SIZE, SIZE, 3)) * 0.6 + 0.2).astype(np.float32)
+    save_texture_png(init, tmp_path / "init.png")
+    init8 = np.asarray(Image.open(tmp_path / "init.png").convert("RGB"))
+    face_mask = np.zeros(12, bool)
+    face_mask[0:2] = True  # the front quad (UV cell 0)
+    mesh = cube_mesh(face_mask=face_mask)
+    job = _job(tiny_sd_dir, steps=6, edit_source_prompt="a plain cardboard box", prompt="a box covered in moss",
+               init_texture=str(tmp_path / "init.png"), learning_rate=0.2)
+    run_texture_job(job, tmp_path / "out", mesh=mesh, prior=prior)
+    out8 = np.asarray(Image.open(tmp_path / "out" / "texture.png").convert("RGB"))
+    for q in range(1, 6):  # the other faces' cells: untouched
+        r, c = cell_slice(q, SIZE)
+        assert np.array_equal(out8[r, c], init8[r, c]), f"face {q} changed"
+    r, c = cell_slice(0, SIZE)
+    assert np.abs(out8[r, c].astype(int) - init8[r, c]).max() >= 2
