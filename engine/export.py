@@ -21,15 +21,16 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 # ---------------------------------------------------------------- padding
 
 
-def uv_coverage_mask(mesh: Mesh, size: int | tuple[int, int]) -> np.ndarray:
-    """(size, size) bool: texels within 0.75 texel of a UV triangle (row 0 = v 1), i.e. every texel
-    that bilinear sampling inside a triangle can read."""
+def uv_coverage_mask(mesh: Mesh, size: int | tuple[int, int], radius: float = 0.75) -> np.ndarray:
+    """(size, size) bool (row 0 = v 1): texels whose centre lies within ``radius`` texels of a UV
+    triangle. The default 0.75 (> sqrt(2)/2) covers every texel that bilinear sampling inside a
+    triangle can read; 0 gives texels whose centre is inside a triangle."""
     from engine.raster.numba_raster import uv_coverage
 
     s = size if isinstance(size, int) else int(size[0])
     if not isinstance(size, int) and size[0] != size[1]:
         raise ValueError("uv_coverage_mask supports square textures")
-    return uv_coverage(mesh.uvs, s)
+    return uv_coverage(mesh.uvs, s, radius)
 
 
 def _neighbour_sum(a: np.ndarray) -> np.ndarray:
