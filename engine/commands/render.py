@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from engine.errors import TexbridgeError
+from engine.mesh import MeshConfig
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -20,6 +21,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--backend", default="auto", choices=["auto", "numba", "nvdiffrast"], help="rasterizer")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument("--unwrap", action="store_true", help="ignore the mesh's UVs and unwrap with xatlas")
+    p.add_argument("--max-triangles", type=int, default=MeshConfig.max_triangles,
+                   help=f"refuse larger meshes (default {MeshConfig.max_triangles:,})")
     p.set_defaults(func=run)
 
 
@@ -33,14 +36,14 @@ def checker_texture(size: int = 512, squares: int = 8) -> np.ndarray:
 
 def run(args: argparse.Namespace) -> int:
     from engine.export import contact_sheet, load_texture_png
-    from engine.mesh import MeshConfig, load_mesh
+    from engine.mesh import load_mesh
     from engine.raster import RasterBackend, RasterContext
 
     if not (1 <= args.views <= 64):
         raise TexbridgeError(f"--views={args.views} is out of range; allowed: 1..64")
     if not (16 <= args.size <= 4096):
         raise TexbridgeError(f"--size={args.size} is out of range; allowed: 16..4096")
-    mesh = load_mesh(args.mesh, MeshConfig(force_unwrap=args.unwrap))
+    mesh = load_mesh(args.mesh, MeshConfig(max_triangles=args.max_triangles, force_unwrap=args.unwrap))
     texture = load_texture_png(args.texture) if args.texture else checker_texture()
     ctx = RasterContext(RasterBackend(args.backend), device=args.device)
     out = Path(args.out)
