@@ -127,6 +127,10 @@ def test_generate_previews_arrive_and_material_shows_image(tb, scene, engine):
     assert stored["prompt"] == "red brick wall" and stored["steps"] == 8 and a.texbridge.job_id == rec.job_id
     assert rec.applies >= 3
 
+    # the real engine's stream honours Last-Event-ID (what the worker's reconnect relies on)
+    replay = list(client.EngineClient(engine.url, engine.token).events(rec.job_id, last_event_id=3, read_timeout=30))
+    assert replay[0].id == 4 and replay[-1].type == "succeeded"
+
 
 def test_cancel_puts_job_in_cancelled(tb, scene, engine):
     bpy = scene
@@ -146,6 +150,30 @@ def test_cancel_puts_job_in_cancelled(tb, scene, engine):
     _pump_until_done(rec)
     assert rec.state == "cancelled"
     assert client.EngineClient(engine.url, engine.token).job(rec.job_id)["state"] == "cancelled"
+
+
+def test_disabling_the_addon_cancels_and_joins(tb, scene, engine):
+    bpy = scene
+    from blender_addon import client, jobs, props
+
+    a = add_monkey(bpy, "A", subdiv=0)
+    spec = props.spec_from_settings(bpy.context.scene.texbridge)
+    spec["steps"] = 5000
+    rec = jobs.submit(a, spec)
+    deadline = time.monotonic() + TIMEOUT
+    while rec.step < 1 and time.monotonic() < deadline:
+        jobs.pump()
+        time.sleep(0.05)
+    tb.unregister()  # what disabling the add-on (or exiting Blender, via atexit) runs
+    try:
+        assert not rec.thread.is_alive() and jobs.all_jobs() == []
+        c = client.EngineClient(engine.url, engine.token)
+        deadline = time.monotonic() + 60
+        while c.job(rec.job_id)["state"] != "cancelled" and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert c.job(rec.job_id)["state"] == "cancelled"
+    finally:
+        tb.register()
 
 
 class StubLayout:
@@ -251,5 +279,21 @@ def test_background_generate_runs_synchronously_and_saves(tb, scene, engine, tmp
         on_disk = np.asarray(PILImage.open(path).convert("RGBA"))
         np.testing.assert_array_equal(on_disk, np.frombuffer(data, np.uint8).reshape(h, w, 4))
         assert a.texbridge.texture_path == str(path)
+
+        # Refine: edit prompt on the selected faces, starting from the current texture
+        sel = np.zeros(len(a.data.polygons), bool)
+        sel[::3] = True
+        a.data.polygons.foreach_set("select", sel)
+        a.data.update()
+        s = bpy.context.scene.texbridge
+        s.refine_prompt, s.refine_selected_only = "green moss", True
+        assert bpy.ops.texbridge.refine() == {"FINISHED"}
+        ref = jobs.job_for_object("Suzanne")
+        assert ref.job_id != rec.job_id and ref.state == "succeeded" and ref.kind == "refine"
+        spec = client.EngineClient(engine.url, engine.token).job(ref.job_id)["spec"]
+        assert (spec["prompt"], spec["edit_source_prompt"]) == ("green moss", "red brick wall")
+        assert spec["init_texture"]  # the current texture was uploaded as the starting point
+        assert json.loads(a.texbridge.spec_json)["prompt"] == "green moss"
+        assert materials.is_wired(a.material_slots[0].material, bpy.data.images[ref.image_name])
     finally:
         bpy.ops.wm.read_homefile(use_empty=True)

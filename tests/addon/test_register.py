@@ -29,6 +29,7 @@ def test_register_unregister_twice(bpy_mod):
             state = _registered(bpy)
             assert all(v for k, v in state.items() if k != "timer"), state
             assert bpy.app.timers.is_registered(blender_addon.jobs.timer_pump)
+            assert blender_addon._on_load_pre in bpy.app.handlers.load_pre
             for op in OPS:
                 assert getattr(bpy.ops.texbridge, op).idname() == f"TEXBRIDGE_OT_{op}"
             assert bpy.context.scene.texbridge.method == "bridge"
@@ -41,6 +42,7 @@ def test_register_unregister_twice(bpy_mod):
         state = _registered(bpy)
         assert not any(state.values()), state
         assert not bpy.app.timers.is_registered(blender_addon.jobs.timer_pump)
+        assert blender_addon._on_load_pre not in bpy.app.handlers.load_pre
 
 
 def test_built_zip_installs_and_enables(bpy_mod, tmp_path):
