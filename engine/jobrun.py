@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import platform
 import time
@@ -53,6 +54,20 @@ def guidance_config(job: TextureJob) -> GuidanceConfig:
         edit_source_prompt=job.edit_source_prompt,
         view_dependent_prompts=job.view_dependent_prompts,
     )
+
+
+def optimization_render_config(texture_size: int, render_size: int):
+    """Mip-mapped rendering with the pyramid capped at lod log2(texture/render) + 1.
+
+    That covers the minification of views facing the camera (plus one level for slanted
+    ones) while keeping coarse levels, which average whole UV islands together, out of
+    the optimization: through them every texel of a coarse block, even one no view sees,
+    would get a gradient (and Adam turns any gradient into a full-size step).
+    """
+    from engine.render import RenderConfig
+
+    ratio = max(0, math.ceil(math.log2(max(texture_size / render_size, 1.0))))
+    return RenderConfig(max_mip_levels=ratio + 2)
 
 
 def write_json_atomic(path: Path, data: dict) -> None:
@@ -145,6 +160,7 @@ def execute(job: TextureJob, out: Path, *, mesh, prior, callbacks: JobCallbacks,
         views = ViewCache.build(ctx, mesh, cams, job.render_size)
         timings["view_cache_s"] = time.perf_counter() - t0
 
+        render_config = optimization_render_config(job.texture_size, job.render_size)
         guidance = guidance_config(job)
         record["guidance"] = {"method": job.method.value, "cfg_scale": guidance.scale,
                               "stage_two_start": job.stage_two_step if job.method.value == "bridge" else None}
@@ -161,7 +177,7 @@ def execute(job: TextureJob, out: Path, *, mesh, prior, callbacks: JobCallbacks,
         cb = dataclasses.replace(callbacks, on_preview=on_preview)
         t0 = time.perf_counter()
         result = optimize_texture(
-            prior=prior, views=views, guidance=guidance, prompt=job.prompt,
+            prior=prior, views=views, guidance=guidance, prompt=job.prompt, render_config=render_config,
             config=OptimizeConfig(steps=job.steps, learning_rate=job.learning_rate, views_per_step=views_per_step,
                                   checkpoint_every=job.checkpoint_every, preview_every=job.preview_every, seed=job.seed),
             init_texture=init, texel_mask=face_texel_mask(mesh, job.texture_size), callbacks=cb,

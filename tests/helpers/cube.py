@@ -11,13 +11,15 @@ import numpy as np
 from engine.mesh import Mesh, mesh_from_arrays
 
 GRID = 4
+INNER_CELL = 10
 
 
 def cube_mesh(face_mask: np.ndarray | None = None, inner: bool = False) -> Mesh:
     """Unit cube (side 1, centred), 12 triangles, per-face UV cells; Y-up arrays.
 
-    inner: add a small quad inside the cube (UV cell 6): its texels are mapped but no
-    view can see them (14 triangles then).
+    inner: add a small quad inside the cube, mapped to UV cell 10 (no face's cell borders
+    it, so filtered views of the faces do not reach it): its texels are mapped
+    but no view can see them (14 triangles then).
     """
     quads = [  # (normal axis, sign) -> 4 corners counter-clockwise seen from outside
         [(-1, -1, 1), (1, -1, 1), (1, 1, 1), (-1, 1, 1)],  # +Z (front)
@@ -31,10 +33,11 @@ def cube_mesh(face_mask: np.ndarray | None = None, inner: bool = False) -> Mesh:
         quads.append([(-0.3, -0.3, 0), (0.3, -0.3, 0), (0.3, 0.3, 0), (-0.3, 0.3, 0)])
     pos, faces, uvs = [], [], []
     for q, corners in enumerate(quads):
+        q = INNER_CELL if q == 6 else q
         base = len(pos)
         pos.extend(np.array(corners, dtype=np.float32) * 0.5)
         cu, cv = q % GRID, GRID - 1 - q // GRID  # cells in the top rows (v up)
-        m = 0.1 / GRID
+        m = 0.2 / GRID  # island margin inside its cell (3.2 texels at 64^2)
         cell = [(cu / GRID + m, cv / GRID + m), ((cu + 1) / GRID - m, cv / GRID + m),
                 ((cu + 1) / GRID - m, (cv + 1) / GRID - m), (cu / GRID + m, (cv + 1) / GRID - m)]
         for tri in ((0, 1, 2), (0, 2, 3)):
@@ -49,14 +52,14 @@ def cell_slice(q: int, size: int) -> tuple[slice, slice]:
     cs = size // GRID
     row = q // GRID
     col = q % GRID
-    pad = max(1, cs // 8)
+    pad = max(1, cs // 4)
     return slice(row * cs + pad, (row + 1) * cs - pad), slice(col * cs + pad, (col + 1) * cs - pad)
 
 
 def unused_cells(size: int) -> np.ndarray:
-    """(size, size) bool: texels in the cells 7..15 no face uses."""
+    """(size, size) bool: texels in the cells no face uses."""
     m = np.zeros((size, size), bool)
     cs = size // GRID
-    for q in range(7, GRID * GRID):
+    for q in set(range(6, GRID * GRID)) - {INNER_CELL}:
         m[(q // GRID) * cs:(q // GRID + 1) * cs, (q % GRID) * cs:(q % GRID + 1) * cs] = True
     return m
