@@ -131,3 +131,45 @@ def test_new_image_is_opaque_gray(scene, w, h):
 
     px = materials.image_pixels(materials.new_image("tb gray", w, h)).reshape(-1, 4)
     assert np.allclose(px[:, :3], 0.5, atol=1 / 255) and np.allclose(px[:, 3], 1.0)
+
+
+def test_pump_applies_queued_results_and_survives_undo_like_changes(scene):
+    """The main-thread half of a job, fed as the worker would feed it (no engine needed here:
+    the record's client is never called by ``pump``)."""
+    bpy = scene
+    from blender_addon import client, jobs, materials
+
+    obj = add_monkey(bpy, "P", subdiv=0)
+    img = materials.new_image("texbridge P test", 8, 8)
+    rec = jobs.JobRecord(job_id="local-test", object_name="P", image_name=img.name, spec={"prompt": "x"},
+                         client=client.EngineClient("http://127.0.0.1:9", "t"), state="running", total_steps=4)
+    jobs._JOBS[rec.job_id] = rec
+    try:
+        frame = _rgba8(8, 8)
+        rec._put_pixels(1, 8, 8, materials.rgba8_to_pixels(frame.tobytes(), 8, 8))
+        rec.inbox.append(("progress", {"step": 2, "total_steps": 4, "stage": 1, "eta_s": 3.0}))
+        jobs.pump()
+        assert (rec.step, rec.stage, rec.applied_version) == (2, "1", 1)
+        assert materials.is_wired(obj.material_slots[0].material, img)
+
+        # undo rebuilds IDs: the image and the material vanish; the next preview brings them back
+        bpy.data.images.remove(img)
+        obj.data.materials.clear()
+        rec._put_pixels(0, 8, 8, materials.rgba8_to_pixels(frame.tobytes(), 8, 8))  # stale version: ignored
+        jobs.pump()
+        assert bpy.data.images.get(rec.image_name) is None
+        rec._put_pixels(2, 8, 8, materials.rgba8_to_pixels(frame[::-1].copy().tobytes(), 8, 8))
+        jobs.pump()
+        again = bpy.data.images[rec.image_name]
+        assert materials.is_wired(obj.material_slots[0].material, again)
+        got = np.rint(materials.image_pixels(again).reshape(8, 8, 4) * 255).astype(np.uint8)
+        np.testing.assert_array_equal(got, frame)  # frame[::-1] top-down == frame bottom-up
+
+        # the object is deleted mid-job: pump carries on without raising, the job still finishes
+        bpy.data.objects.remove(obj)
+        rec._put_pixels(3, 8, 8, materials.rgba8_to_pixels(frame.tobytes(), 8, 8))
+        rec.inbox.append(("succeeded", {}))
+        jobs.pump()
+        assert rec.state == "succeeded" and rec.error == "" and jobs.last_error == ""
+    finally:
+        jobs._JOBS.pop(rec.job_id, None)

@@ -106,3 +106,24 @@ def test_no_discovery_file_says_start_the_engine(tmp_path, monkeypatch):
     c = client.EngineClient.from_settings()
     assert (c.url, c.token) == ("http://127.0.0.1:9", "abc")
     assert client.EngineClient.from_settings(token="mine").token == "mine"
+
+
+def test_start_and_stop_engine_process():
+    import shlex
+    import sys
+
+    from blender_addon import connection
+
+    cmd = shlex.join([sys.executable, "-c", "import time; time.sleep(60)"])
+    msg = connection.start_engine(cmd)
+    proc = connection._engine_proc
+    try:
+        assert msg == f"engine starting (pid {proc.pid})" and proc.poll() is None
+        assert "already started" in connection.start_engine(cmd)
+        assert connection.stop_engine() == f"engine stopped (pid {proc.pid})"
+        assert proc.poll() is not None and connection.health_state().kind == "down"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert "could not start the engine" in connection.start_engine("/nonexistent/texbridge serve")

@@ -209,6 +209,8 @@ def test_engine_down_and_wrong_token_are_said_in_words(tb, scene, engine):
     activate(bpy, a)
     assert connection.refresh_health().kind == "ok"
     assert panel.compute_status(bpy.context).can_generate
+    assert bpy.ops.texbridge.unload_model() == {"FINISHED"}  # the preferences' Unload model button
+    assert connection.refresh_health().data["loaded_model"] is None
 
     prefs.FALLBACK.token = "not-the-token"
     connection.refresh_health()
