@@ -67,26 +67,23 @@ def _resolve(spec: str) -> Callable[..., Any]:
 
 
 def _resolve_device(device: str) -> str:
-    import torch
-
     if device == "auto":
+        import torch
+
         return "cuda" if torch.cuda.is_available() else "cpu"
     return device
 
 
 def _versions() -> dict[str, str]:
-    out: dict[str, str] = {}
-    for name in ("torch", "diffusers", "transformers", "numpy"):
-        try:
-            out[name] = importlib.import_module(name).__version__
-        except Exception:  # pragma: no cover
-            pass
-    try:
-        import engine
+    """Installed versions (package metadata: no heavy imports)."""
+    from importlib.metadata import PackageNotFoundError, version
 
-        out["texbridge"] = engine.__version__
-    except Exception:  # pragma: no cover
-        pass
+    out: dict[str, str] = {}
+    for name in ("texbridge", "torch", "diffusers", "transformers", "numpy"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:  # pragma: no cover
+            pass
     return out
 
 

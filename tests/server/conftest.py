@@ -174,6 +174,19 @@ def read_events(client: httpx.Client, job_id: str, last_id: int | None = None, s
     return out
 
 
+def after_start(pred):
+    """An ``until`` predicate true for the first event matching ``pred`` after a ``started`` event."""
+    state = {"started": False}
+
+    def until(event) -> bool:
+        if event[1] == "started":
+            state["started"] = True
+            return False
+        return state["started"] and pred(event)
+
+    return until
+
+
 def wait_for(predicate, timeout: float = 60.0, interval: float = 0.1):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

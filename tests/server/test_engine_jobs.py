@@ -15,6 +15,7 @@ from PIL import Image
 from tests.server.conftest import (
     TINY_SPEC,
     EngineServer,
+    after_start,
     checkpoint_step,
     cube_arrays,
     npz_bytes,
@@ -111,23 +112,30 @@ def test_cancel_mid_run(real_server):
         assert not job_dir.exists() and c.get(f"/v1/jobs/{job['id']}").status_code == 404
 
 
-def test_crash_recovery_worker_then_server(tmp_path, engine_model):
+@pytest.mark.parametrize("kind", ["standin", pytest.param("real", marks=pytest.mark.slow)])
+def test_crash_recovery_worker_then_server(tmp_path, request, kind):
     """kill -9 the worker mid-run: the job resumes in a new worker from its checkpoint;
-    then kill -9 the server mid-run and start it again: the job resumes again and succeeds."""
-    srv = EngineServer(tmp_path, engine_model).start()
+    then kill -9 the server mid-run and start it again: the job resumes again and succeeds.
+
+    The real-engine variant takes ~2-3 minutes of CPU diffusion here (slow tier); the stand-in
+    variant exercises the same server code (store, worker, recovery) in seconds."""
+    if kind == "real":
+        srv = EngineServer(tmp_path, request.getfixturevalue("engine_model")).start()
+    else:
+        srv = EngineServer(tmp_path, "standin-model", standin=True, env={"TEXBRIDGE_STANDIN_STEP_S": "0.3"}).start()
     spec = dict(TINY_SPEC, steps=8, checkpoint_every=2, preview_every=3)
     try:
         with srv.client() as c:
             job = submit(c, spec).json()
             jid = job["id"]
-            first = read_events(c, jid, stop_after=1000, timeout=TIMEOUT, until=lambda e: e[1] == "progress" and e[2]["step"] >= 3)
+            first = read_events(c, jid, timeout=TIMEOUT, until=after_start(lambda e: e[1] == "progress" and e[2]["step"] >= 3))
             ck1 = checkpoint_step(srv.data / "jobs" / jid)
             assert ck1 is not None and ck1 >= 2
             worker = c.get("/v1/health").json()["worker_pid"]
             os.kill(worker, signal.SIGKILL)
             wait_for(lambda: not pid_alive(worker), 20)
             second = read_events(c, jid, last_id=first[-1][0], timeout=TIMEOUT,
-                                 until=lambda e: e[1] == "progress" and e[2]["step"] >= 6)
+                                 until=after_start(lambda e: e[1] == "progress" and e[2]["step"] >= 6))
         resumed = [e for e in second if e[1] == "started"]
         assert len(resumed) == 1 and resumed[0][2]["resume"] is True and resumed[0][2]["attempt"] == 2
         requeued = [e for e in second if e[1] == "queued"]

@@ -1,0 +1,156 @@
+"""API behaviour over real HTTP with the stand-in engine: idempotency, listing, delete,
+unload, texture formats, crash counting, disk full, the committed OpenAPI document."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.server.conftest import REPO, TINY_SPEC, EngineServer, after_start, pid_alive, read_events, submit, wait_for
+
+
+def test_idempotent_submit(client):
+    a = submit(client, key="retry-key-123")
+    b = submit(client, key="retry-key-123")
+    assert a.status_code == 201 and b.status_code == 200
+    assert a.json()["id"] == b.json()["id"]
+    ids = [j["id"] for j in client.get("/v1/jobs").json()["jobs"]]
+    assert ids.count(a.json()["id"]) == 1
+    c = submit(client, key="another-key")
+    assert c.status_code == 201 and c.json()["id"] != a.json()["id"]
+    read_events(client, c.json()["id"])
+
+
+def test_list_get_and_delete(server, client):
+    job = submit(client).json()
+    events = read_events(client, job["id"])
+    assert events[-1][1] == "succeeded"
+    jobs = client.get("/v1/jobs").json()["jobs"]
+    assert jobs[0]["id"] == job["id"]  # newest first
+    assert client.get(f"/v1/jobs/{job['id']}").json()["state"] == "succeeded"
+    job_dir = server.data / "jobs" / job["id"]
+    assert (job_dir / "inputs" / "mesh.npz").is_file() and (job_dir / "texture.png").is_file()
+    assert client.delete(f"/v1/jobs/{job['id']}").status_code == 204
+    assert not job_dir.exists()
+    assert client.get(f"/v1/jobs/{job['id']}").status_code == 404
+    assert client.get(f"/v1/jobs/{job['id']}/events").status_code == 404
+    assert client.delete(f"/v1/jobs/{job['id']}").status_code == 404
+
+
+def test_running_job_cannot_be_deleted_and_unload_waits(client):
+    job = submit(client, dict(TINY_SPEC, steps=400)).json()
+    read_events(client, job["id"], until=lambda e: e[1] == "progress")
+    r = client.delete(f"/v1/jobs/{job['id']}")
+    assert r.status_code == 409 and "cancel it first" in r.json()["error"]
+    assert client.post("/v1/unload").status_code == 503
+    assert client.get("/v1/health").json()["running_job"] == job["id"]
+    assert client.post(f"/v1/jobs/{job['id']}/cancel").status_code == 200
+    assert read_events(client, job["id"])[-1][1] == "cancelled"
+    r = client.post("/v1/unload")
+    assert r.status_code == 200 and r.json() == {"unloaded": "standin-model"}
+    h = client.get("/v1/health").json()
+    assert h["loaded_model"] is None and h["running_job"] is None
+    assert client.post("/v1/unload").json() == {"unloaded": None}
+
+
+def test_cancel_queued_job(client):
+    blocker = submit(client, dict(TINY_SPEC, steps=400)).json()
+    queued = submit(client).json()
+    r = client.post(f"/v1/jobs/{queued['id']}/cancel")
+    assert r.status_code == 200 and r.json()["state"] == "cancelled"
+    assert [t for _, t, _ in read_events(client, queued["id"])] == ["queued", "cancelled"]
+    client.post(f"/v1/jobs/{blocker['id']}/cancel")
+    assert read_events(client, blocker["id"])[-1][1] == "cancelled"
+    assert client.post(f"/v1/jobs/{blocker['id']}/cancel").json()["state"] == "cancelled"  # idempotent
+
+
+def test_texture_versions_and_formats(client):
+    job = submit(client, dict(TINY_SPEC, steps=4, preview_every=1)).json()
+    events = read_events(client, job["id"])
+    previews = [(d["version"], d["step"]) for _, t, d in events if t == "preview"]
+    assert [v for v, _ in previews] == [1, 2, 3, 4, 5]  # every step, then the final texture
+    for version, step in previews:
+        png = client.get(f"/v1/jobs/{job['id']}/texture", params={"version": version})
+        raw = client.get(f"/v1/jobs/{job['id']}/texture", params={"version": version, "format": "rgba8"})
+        assert png.headers["x-texture-step"] == str(step) and raw.headers["x-texture-version"] == str(version)
+        expect = np.asarray(Image.open(io.BytesIO(png.content)).convert("RGBA"))
+        assert np.array_equal(np.frombuffer(raw.content, np.uint8).reshape(64, 64, 4), expect)
+    assert client.get(f"/v1/jobs/{job['id']}/texture", params={"format": "exr"}).status_code == 400
+    assert client.get(f"/v1/jobs/{job['id']}/texture", params={"version": 0}).status_code == 400
+    assert client.get(f"/v1/jobs/{job['id']}/texture", params={"version": "x"}).status_code == 400
+    r = client.get(f"/v1/jobs/{job['id']}/events", headers={"Last-Event-ID": "abc"})
+    assert r.status_code == 400
+
+
+def test_worker_killed_three_times_fails_the_job(tmp_path):
+    srv = EngineServer(tmp_path, "standin-model", standin=True, env={"TEXBRIDGE_STANDIN_STEP_S": "0.2"}).start()
+    try:
+        with srv.client() as c:
+            job = submit(c, dict(TINY_SPEC, steps=500)).json()
+            last = 0
+            for attempt in range(1, 4):
+                evs = read_events(c, job["id"], last_id=last, until=after_start(lambda e: e[1] == "progress"))
+                last = evs[-1][0]
+                started = [e for e in evs if e[1] == "started"]
+                assert started[-1][2]["attempt"] == attempt
+                pid = c.get("/v1/health").json()["worker_pid"]
+                os.kill(pid, signal.SIGKILL)
+                wait_for(lambda: not pid_alive(pid), 20)
+            evs = read_events(c, job["id"], last_id=last)
+            final = c.get(f"/v1/jobs/{job['id']}").json()
+            assert evs[-1][1] == "failed" and final["state"] == "failed"
+            assert "died 3 times" in final["error"] and "SIGKILL" in final["error"]
+            # the server is fine and the next job runs in a fresh worker
+            nxt = submit(c).json()
+            assert read_events(c, nxt["id"])[-1][1] == "succeeded"
+    finally:
+        assert srv.stop() == 0
+
+
+def _mount_tmpfs(path: Path, size: str) -> bool:
+    path.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() != 0:
+        return False
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True)
+    return r.returncode == 0
+
+
+def test_disk_full_fails_the_job_cleanly(tmp_path):
+    jobs = tmp_path / "data" / "jobs"
+    if not _mount_tmpfs(jobs, "1m"):
+        pytest.skip("needs root to mount a small tmpfs as the job folder")
+    srv = EngineServer(tmp_path, "standin-model", standin=True)
+    try:
+        srv.start()
+        with srv.client() as c:
+            ok = submit(c).json()
+            assert read_events(c, ok["id"])[-1][1] == "succeeded"
+            before = c.get(f"/v1/jobs/{ok['id']}/results/texture.png").content
+            big = submit(c, dict(TINY_SPEC, texture_size=512)).json()  # a 3 MB checkpoint on a 1 MB disk
+            evs = read_events(c, big["id"])
+            assert evs[-1][1] == "failed" and "disk full" in evs[-1][2]["error"]
+            assert c.get(f"/v1/jobs/{big['id']}").json()["error"].startswith("disk full")
+            # nothing else is harmed: the earlier job and the store are intact, the server answers
+            assert c.get(f"/v1/jobs/{ok['id']}/results/texture.png").content == before
+            assert {j["id"] for j in c.get("/v1/jobs").json()["jobs"]} == {ok["id"], big["id"]}
+            assert c.delete(f"/v1/jobs/{big['id']}").status_code == 204  # frees the space
+            again = submit(c).json()
+            assert read_events(c, again["id"])[-1][1] == "succeeded"
+    finally:
+        srv.stop()
+        subprocess.run(["umount", str(jobs)], capture_output=True)
+
+
+def test_committed_openapi_matches_the_app():
+    from server.app import openapi_document
+
+    committed = json.loads((REPO / "docs" / "openapi.json").read_text())
+    assert committed == json.loads(json.dumps(openapi_document())), "regenerate: python -m server.app --write-openapi docs/openapi.json"
