@@ -5,10 +5,10 @@ Pipeline per view (all in compiled code):
    the 1/w plane used for the depth test, pixel bounding box; triangles with a vertex behind
    the near plane (w <= 1e-6 or z_ndc < -1) or with zero screen area are skipped.
 2. binning of triangles into horizontal bands of rows (counting sort, triangle order kept).
-3. z-test (parallel over bands; bands own disjoint rows, so no races): a pixel is covered when
-   its centre (x + 0.5, y + 0.5) has all three barycentrics >= 0; the largest 1/w wins; on an
-   exact tie the lower triangle id wins.
-4. resolve (parallel over rows): perspective-correct barycentrics and depth for covered pixels.
+3. per band, in parallel (bands own disjoint rows, so no races): z-test, where a pixel is
+   covered when its centre (x + 0.5, y + 0.5) has all three barycentrics >= 0, the largest 1/w
+   wins and on an exact tie the lower triangle id wins; then resolve the band's pixels:
+   perspective-correct barycentrics, depth and (optionally) UV, face normal, UV derivatives.
 
 Image rows go top to bottom (row 0 = top = NDC y = +1); see docs/conventions.md.
 """
@@ -18,13 +18,17 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-BAND_ROWS = 8
+BAND_ROWS = 16
 
 
-@njit(cache=True, parallel=True, fastmath=False)
+NCOEF = 15  # per triangle: l0, l1, l2 planes (A, B, C) | q = 1/w plane (A, B, C) | q0, q1, q2
+
+
+@njit(cache=True, parallel=True, error_model="numpy")
 def _setup(clip, faces, H, W, coef, bbox):
-    """clip (V,4) f64, faces (F,3) i64 -> coef (F,12) f64 [l0,l1,l2 planes (A,B,C), q plane], bbox (F,4) i32.
+    """clip (V,4) f64, faces (F,3) i64 -> coef (F,15) f64 (see NCOEF), bbox (F,4) i32.
 
+    l_i(px, py) = A_i px + B_i py + C_i are the screen-space (linear) barycentrics in pixel units;
     bbox = (x0, x1, y0, y1) inclusive pixel range; x0 > x1 marks a skipped triangle.
     """
     F = faces.shape[0]
@@ -49,6 +53,16 @@ def _setup(clip, faces, H, W, coef, bbox):
         y1 = (0.5 - clip[i1, 1] / w1 * 0.5) * H
         x2 = (clip[i2, 0] / w2 * 0.5 + 0.5) * W
         y2 = (0.5 - clip[i2, 1] / w2 * 0.5) * H
+        xa = min(x0, min(x1, x2))
+        xb = max(x0, max(x1, x2))
+        ya = min(y0, min(y1, y2))
+        yb = max(y0, max(y1, y2))
+        px0 = max(0, int(np.ceil(xa - 0.5)))
+        px1 = min(W - 1, int(np.floor(xb - 0.5)))
+        py0 = max(0, int(np.ceil(ya - 0.5)))
+        py1 = min(H - 1, int(np.floor(yb - 0.5)))
+        if px0 > px1 or py0 > py1:
+            continue  # covers no pixel centre
         area = (x1 - x0) * (y2 - y0) - (x2 - x0) * (y1 - y0)
         if abs(area) < 1e-12:
             continue
@@ -78,16 +92,9 @@ def _setup(clip, faces, H, W, coef, bbox):
         coef[t, 9] = a0 * q0 + a1 * q1 + a2 * q2
         coef[t, 10] = b0 * q0 + b1 * q1 + b2 * q2
         coef[t, 11] = c0 * q0 + c1 * q1 + c2 * q2
-        xa = min(x0, min(x1, x2))
-        xb = max(x0, max(x1, x2))
-        ya = min(y0, min(y1, y2))
-        yb = max(y0, max(y1, y2))
-        px0 = max(0, int(np.ceil(xa - 0.5)))
-        px1 = min(W - 1, int(np.floor(xb - 0.5)))
-        py0 = max(0, int(np.ceil(ya - 0.5)))
-        py1 = min(H - 1, int(np.floor(yb - 0.5)))
-        if px0 > px1 or py0 > py1:
-            continue
+        coef[t, 12] = q0
+        coef[t, 13] = q1
+        coef[t, 14] = q2
         bbox[t, 0] = px0
         bbox[t, 1] = px1
         bbox[t, 2] = py0
@@ -96,15 +103,13 @@ def _setup(clip, faces, H, W, coef, bbox):
 
 @njit(cache=True)
 def _bin(bbox, n_bands, band_rows):
-    """Counting sort of triangles into row bands -> (start (n_bands+1,), items)."""
+    """Counting sort of triangles into row bands -> (start (n_bands+1,), items), triangle order kept."""
     F = bbox.shape[0]
     count = np.zeros(n_bands + 1, np.int64)
     for t in range(F):
         if bbox[t, 0] > bbox[t, 1]:
             continue
-        b0 = bbox[t, 2] // band_rows
-        b1 = bbox[t, 3] // band_rows
-        for b in range(b0, b1 + 1):
+        for b in range(bbox[t, 2] // band_rows, bbox[t, 3] // band_rows + 1):
             count[b + 1] += 1
     for b in range(n_bands):
         count[b + 1] += count[b]
@@ -113,25 +118,26 @@ def _bin(bbox, n_bands, band_rows):
     for t in range(F):
         if bbox[t, 0] > bbox[t, 1]:
             continue
-        b0 = bbox[t, 2] // band_rows
-        b1 = bbox[t, 3] // band_rows
-        for b in range(b0, b1 + 1):
+        for b in range(bbox[t, 2] // band_rows, bbox[t, 3] // band_rows + 1):
             items[fill[b]] = t
             fill[b] += 1
     return count, items
 
 
-@njit(cache=True, parallel=True, fastmath=False)
-def _ztest(coef, bbox, start, items, band_rows, H, W, zbuf, tri_id):
+@njit(cache=True, parallel=True, error_model="numpy")
+def _raster_bands(coef, bbox, start, items, band_rows, uvs, normals, attrs, zbuf, tri_id, bary, depth, uv, normal, uv_da):
+    """Per band of rows (parallel; bands own disjoint rows): z-test all its triangles, then resolve
+    the band's pixels while they are in cache. ``attrs``: also write uv, normal, uv_da."""
+    H, W = tri_id.shape
     n_bands = start.shape[0] - 1
-    for b in prange(n_bands):
-        r0 = b * band_rows
+    for band in prange(n_bands):
+        r0 = band * band_rows
         r1 = min(H, r0 + band_rows) - 1
         for y in range(r0, r1 + 1):
             for x in range(W):
                 zbuf[y, x] = -1.0
                 tri_id[y, x] = -1
-        for k in range(start[b], start[b + 1]):
+        for k in range(start[band], start[band + 1]):
             t = items[k]
             ya = max(bbox[t, 2], r0)
             yb = min(bbox[t, 3], r1)
@@ -149,101 +155,131 @@ def _ztest(coef, bbox, start, items, band_rows, H, W, zbuf, tri_id):
             qa = coef[t, 9]
             qb = coef[t, 10]
             qc = coef[t, 11]
+            ia0 = 1.0 / a0 if a0 != 0.0 else 0.0
+            ia1 = 1.0 / a1 if a1 != 0.0 else 0.0
+            ia2 = 1.0 / a2 if a2 != 0.0 else 0.0
             for y in range(ya, yb + 1):
                 py = y + 0.5
                 e0 = b0 * py + c0
                 e1 = b1 * py + c1
                 e2 = b2 * py + c2
                 eq = qb * py + qc
-                for x in range(xa, xb + 1):
+                # conservative span of this row (one pixel of slack each side; the exact test below decides)
+                lo = xa - 0.5
+                hi = xb + 1.5
+                if a0 > 0.0:
+                    lo = max(lo, -e0 * ia0)
+                elif a0 < 0.0:
+                    hi = min(hi, -e0 * ia0)
+                elif e0 < 0.0:
+                    continue
+                if a1 > 0.0:
+                    lo = max(lo, -e1 * ia1)
+                elif a1 < 0.0:
+                    hi = min(hi, -e1 * ia1)
+                elif e1 < 0.0:
+                    continue
+                if a2 > 0.0:
+                    lo = max(lo, -e2 * ia2)
+                elif a2 < 0.0:
+                    hi = min(hi, -e2 * ia2)
+                elif e2 < 0.0:
+                    continue
+                sx = max(xa, int(lo - 0.5) - 1)
+                ex = min(xb, int(hi - 0.5) + 1)
+                for x in range(sx, ex + 1):
                     px = x + 0.5
                     if a0 * px + e0 >= 0.0 and a1 * px + e1 >= 0.0 and a2 * px + e2 >= 0.0:
                         q = qa * px + eq
                         if q > zbuf[y, x]:
                             zbuf[y, x] = q
                             tri_id[y, x] = t
-
-
-@njit(cache=True, parallel=True, fastmath=False)
-def _resolve(coef, clip, faces, uvs, normals, tri_id, bary, depth, uv, normal, uv_da):
-    """Per covered pixel: perspective-correct barycentrics b_i = l_i q_i / s (q = 1/w, s = sum l_j q_j),
-    depth 1/s, UV, face normal and analytic UV derivatives db_i/dx = (a_i q_i - b_i sum_j a_j q_j) / s."""
-    H, W = tri_id.shape
-    for y in prange(H):
-        py = y + 0.5
-        for x in range(W):
-            t = tri_id[y, x]
-            if t < 0:
-                for k in range(3):
-                    bary[y, x, k] = 0.0
-                    normal[y, x, k] = 0.0
-                uv[y, x, 0] = 0.0
-                uv[y, x, 1] = 0.0
-                for k in range(4):
-                    uv_da[y, x, k] = 0.0
-                depth[y, x] = 0.0
-                continue
-            px = x + 0.5
-            q0 = 1.0 / clip[faces[t, 0], 3]
-            q1 = 1.0 / clip[faces[t, 1], 3]
-            q2 = 1.0 / clip[faces[t, 2], 3]
-            l0 = (coef[t, 0] * px + coef[t, 1] * py + coef[t, 2]) * q0
-            l1 = (coef[t, 3] * px + coef[t, 4] * py + coef[t, 5]) * q1
-            l2 = (coef[t, 6] * px + coef[t, 7] * py + coef[t, 8]) * q2
-            s = l0 + l1 + l2
-            b0 = l0 / s
-            b1 = l1 / s
-            b2 = l2 / s
-            bary[y, x, 0] = b0
-            bary[y, x, 1] = b1
-            bary[y, x, 2] = b2
-            depth[y, x] = 1.0 / s
-            u = b0 * uvs[t, 0, 0] + b1 * uvs[t, 1, 0] + b2 * uvs[t, 2, 0]
-            v = b0 * uvs[t, 0, 1] + b1 * uvs[t, 1, 1] + b2 * uvs[t, 2, 1]
-            uv[y, x, 0] = u
-            uv[y, x, 1] = v
-            for k in range(3):
-                normal[y, x, k] = normals[t, k]
-            # d/dx: a_i = coef[t, 3i], sum_j a_j q_j = coef[t, 9]; d/dy: coef[t, 3i+1], coef[t, 10]
-            for d in range(2):
-                sa = coef[t, 9 + d]
-                d0 = (coef[t, d] * q0 - b0 * sa) / s
-                d1 = (coef[t, 3 + d] * q1 - b1 * sa) / s
-                d2 = (coef[t, 6 + d] * q2 - b2 * sa) / s
-                uv_da[y, x, 2 * d] = d0 * uvs[t, 0, 0] + d1 * uvs[t, 1, 0] + d2 * uvs[t, 2, 0]
-                uv_da[y, x, 2 * d + 1] = d0 * uvs[t, 0, 1] + d1 * uvs[t, 1, 1] + d2 * uvs[t, 2, 1]
+        # resolve: b_i = l_i q_i / s (q = 1/w, s = sum l_j q_j), depth = 1/s,
+        # db_i/dx = (A_i q_i - b_i sum_j A_j q_j) / s (and B for y)
+        for y in range(r0, r1 + 1):
+            py = y + 0.5
+            for x in range(W):
+                t = tri_id[y, x]
+                if t < 0:
+                    bary[y, x, 0] = 0.0
+                    bary[y, x, 1] = 0.0
+                    bary[y, x, 2] = 0.0
+                    depth[y, x] = 0.0
+                    if attrs:
+                        uv[y, x, 0] = 0.0
+                        uv[y, x, 1] = 0.0
+                        for j in range(3):
+                            normal[y, x, j] = 0.0
+                        for j in range(4):
+                            uv_da[y, x, j] = 0.0
+                    continue
+                px = x + 0.5
+                q0 = coef[t, 12]
+                q1 = coef[t, 13]
+                q2 = coef[t, 14]
+                l0 = (coef[t, 0] * px + coef[t, 1] * py + coef[t, 2]) * q0
+                l1 = (coef[t, 3] * px + coef[t, 4] * py + coef[t, 5]) * q1
+                l2 = (coef[t, 6] * px + coef[t, 7] * py + coef[t, 8]) * q2
+                s = l0 + l1 + l2
+                inv_s = 1.0 / s
+                w0 = l0 * inv_s
+                w1 = l1 * inv_s
+                w2 = l2 * inv_s
+                bary[y, x, 0] = w0
+                bary[y, x, 1] = w1
+                bary[y, x, 2] = w2
+                depth[y, x] = inv_s
+                if attrs:
+                    u0 = uvs[t, 0, 0]
+                    u1 = uvs[t, 1, 0]
+                    u2 = uvs[t, 2, 0]
+                    v0 = uvs[t, 0, 1]
+                    v1 = uvs[t, 1, 1]
+                    v2 = uvs[t, 2, 1]
+                    uv[y, x, 0] = w0 * u0 + w1 * u1 + w2 * u2
+                    uv[y, x, 1] = w0 * v0 + w1 * v1 + w2 * v2
+                    normal[y, x, 0] = normals[t, 0]
+                    normal[y, x, 1] = normals[t, 1]
+                    normal[y, x, 2] = normals[t, 2]
+                    for d in range(2):
+                        sa = coef[t, 9 + d]
+                        d0 = (coef[t, d] * q0 - w0 * sa) * inv_s
+                        d1 = (coef[t, 3 + d] * q1 - w1 * sa) * inv_s
+                        d2 = (coef[t, 6 + d] * q2 - w2 * sa) * inv_s
+                        uv_da[y, x, 2 * d] = d0 * u0 + d1 * u1 + d2 * u2
+                        uv_da[y, x, 2 * d + 1] = d0 * v0 + d1 * v1 + d2 * v2
 
 
 def rasterize_numba(clip: np.ndarray, faces: np.ndarray, H: int, W: int, uvs: np.ndarray | None = None,
-                    normals: np.ndarray | None = None):
-    """clip (B,V,4) float64 clip-space positions, faces (F,3) int64, uvs (F,3,2), normals (F,3) ->
-    dict of tri_id (B,H,W) int32 (-1 background), bary (B,H,W,3), depth (B,H,W) (view-space w),
-    uv (B,H,W,2), normal (B,H,W,3), uv_da (B,H,W,4) float32 (see ``GBuffer``)."""
+                    normals: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """clip (B,V,4) float64 clip-space positions, faces (F,3) int64; uvs (F,3,2), normals (F,3) or None.
+
+    Returns tri_id (B,H,W) int32 (-1 background), bary (B,H,W,3), depth (B,H,W) (view-space w),
+    and, when ``uvs`` is given, uv (B,H,W,2), normal (B,H,W,3), uv_da (B,H,W,4) (float32, see ``GBuffer``).
+    """
     B = clip.shape[0]
     F = faces.shape[0]
     faces = np.ascontiguousarray(faces, dtype=np.int64)
-    uvs = np.zeros((F, 3, 2), np.float32) if uvs is None else np.ascontiguousarray(uvs, dtype=np.float32)
+    attrs = uvs is not None
+    uvs = np.zeros((1, 3, 2), np.float32) if uvs is None else np.ascontiguousarray(uvs, dtype=np.float32)
     normals = np.zeros((F, 3), np.float32) if normals is None else np.ascontiguousarray(normals, dtype=np.float32)
-    out = {
-        "tri_id": np.empty((B, H, W), np.int32),
-        "bary": np.empty((B, H, W, 3), np.float32),
-        "depth": np.empty((B, H, W), np.float32),
-        "uv": np.empty((B, H, W, 2), np.float32),
-        "normal": np.empty((B, H, W, 3), np.float32),
-        "uv_da": np.empty((B, H, W, 4), np.float32),
-    }
+    shapes = {"tri_id": (), "bary": (3,), "depth": (), "uv": (2,), "normal": (3,), "uv_da": (4,)}
+    out = {k: np.empty((B, H, W) + s if (attrs or k in ("tri_id", "bary", "depth")) else (1, 1, 1) + s,
+                       np.int32 if k == "tri_id" else np.float32) for k, s in shapes.items()}
     zbuf = np.empty((H, W), np.float64)
-    coef = np.empty((F, 12), np.float64)
+    coef = np.empty((F, NCOEF), np.float64)
     bbox = np.empty((F, 4), np.int32)
     n_bands = (H + BAND_ROWS - 1) // BAND_ROWS
     for b in range(B):
         cl = np.ascontiguousarray(clip[b], dtype=np.float64)
         _setup(cl, faces, H, W, coef, bbox)
         start, items = _bin(bbox, n_bands, BAND_ROWS)
-        tri = out["tri_id"][b]
-        _ztest(coef, bbox, start, items, BAND_ROWS, H, W, zbuf, tri)
-        _resolve(coef, cl, faces, uvs, normals, tri, out["bary"][b], out["depth"][b], out["uv"][b],
-                 out["normal"][b], out["uv_da"][b])
+        ab = b if attrs else 0
+        _raster_bands(coef, bbox, start, items, BAND_ROWS, uvs, normals, attrs, zbuf, out["tri_id"][b],
+                      out["bary"][b], out["depth"][b], out["uv"][ab], out["normal"][ab], out["uv_da"][ab])
+    if not attrs:
+        for k in ("uv", "normal", "uv_da"):
+            del out[k]
     return out
 
 
