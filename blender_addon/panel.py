@@ -70,8 +70,17 @@ def _progress_text(rec: jobs.JobRecord) -> str:
     if rec.state == "queued" and not rec.step:
         return "queued on the engine"
     eta = f", ETA {_fmt_eta(rec.eta_s)}" if rec.eta_s else ""
-    stage = f"{rec.stage} " if rec.stage else ""
-    return f"{stage}step {rec.step}/{rec.total_steps}{eta}"
+    stage = _stage_label(rec)
+    return f"{stage + ', ' if stage else ''}step {rec.step}/{rec.total_steps}{eta}"
+
+
+def _stage_label(rec: jobs.JobRecord) -> str:
+    """Bridge runs an SDS warm-up (stage 1) then the calibrated bridge (stage 2)."""
+    if rec.stage in ("", "0"):
+        return ""
+    if rec.spec.get("method", "bridge") == "bridge" and not rec.spec.get("edit_source_prompt"):
+        return {"1": "stage 1/2 warm-up", "2": "stage 2/2 bridge"}.get(rec.stage, f"stage {rec.stage}")
+    return f"stage {rec.stage}"
 
 
 def _fmt_eta(s: float) -> str:

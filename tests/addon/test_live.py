@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image as PILImage
 
-from tests.addon.blender_helpers import activate, add_monkey
+from tests.addon.blender_helpers import StubLayout, activate, add_monkey
 from tests.addon.engine_server import EngineProcess
 
 TINY = dict(steps=8, render_size=64, texture_size="64", preview_every=2, seed=3)
@@ -174,31 +174,6 @@ def test_disabling_the_addon_cancels_and_joins(tb, scene, engine):
         assert c.job(rec.job_id)["state"] == "cancelled"
     finally:
         tb.register()
-
-
-class StubLayout:
-    """Records what ``draw_panel`` puts on screen (UILayout's calls used by the panel)."""
-
-    def __init__(self, log=None):
-        self.log = [] if log is None else log
-        self.enabled = True
-
-    def _child(self, *a, **k):
-        return StubLayout(self.log)
-
-    row = column = box = _child
-
-    def prop(self, data, name, **k):
-        assert hasattr(data, name), name
-
-    def label(self, text="", **k):
-        self.log.append(text)
-
-    def operator(self, idname, text="", **k):
-        self.log.append(f"[{text or idname}]")
-
-    def progress(self, factor=0.0, type="BAR", text=""):
-        self.log.append(f"progress {factor:.2f} {text}")
 
 
 def test_engine_down_and_wrong_token_are_said_in_words(tb, scene, engine):
