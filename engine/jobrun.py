@@ -25,8 +25,9 @@ from engine.guidance.config import GuidanceConfig
 from engine.job import TextureJob
 from engine.runner import CHECKPOINT, JOB_JSON, JobCallbacks, JobResult
 
-#: Orbit views whose G-buffers are precomputed per job (the loop samples among them).
-VIEW_CACHE_SIZE = 64
+#: Orbit views whose G-buffers are precomputed per job (the loop samples among them):
+#: steps * views_per_step clamped to this range (a short job needs fewer distinct views).
+VIEW_CACHE_MIN, VIEW_CACHE_MAX = 16, 64
 #: Spec fields that may differ when resuming (they do not change the optimization's math).
 RESUME_MAY_DIFFER = ("mesh", "device", "backend", "checkpoint_every", "preview_every")
 
@@ -154,9 +155,11 @@ def execute(job: TextureJob, out: Path, *, mesh, prior, callbacks: JobCallbacks,
                             "name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"}
 
         t0 = time.perf_counter()
+        views_per_step = job.views_per_step or (4 if device.type == "cuda" else 1)
+        n_views = min(VIEW_CACHE_MAX, max(VIEW_CACHE_MIN, job.steps * views_per_step))
         ctx = RasterContext(job.backend, device=device)
         record["backend"] = getattr(ctx.backend, "value", str(ctx.backend))
-        cams = sample_orbit(OrbitConfig(), VIEW_CACHE_SIZE, torch.Generator().manual_seed(job.seed))
+        cams = sample_orbit(OrbitConfig(), n_views, torch.Generator().manual_seed(job.seed))
         views = ViewCache.build(ctx, mesh, cams, job.render_size)
         timings["view_cache_s"] = time.perf_counter() - t0
 
@@ -165,7 +168,6 @@ def execute(job: TextureJob, out: Path, *, mesh, prior, callbacks: JobCallbacks,
         record["guidance"] = {"method": job.method.value, "cfg_scale": guidance.scale,
                               "stage_two_start": job.stage_two_step if job.method.value == "bridge" else None}
         write_json_atomic(out / JOB_JSON, record)
-        views_per_step = job.views_per_step or (4 if device.type == "cuda" else 1)
         init = load_init_texture(job.init_texture, job.texture_size) if job.init_texture else None
         user_preview = callbacks.on_preview
 

@@ -98,6 +98,7 @@ def asset_fields(asset: Path, prompts: dict, default_prompt: str | None) -> dict
 
 def run(args: argparse.Namespace) -> int:
     from engine.jobrun import read_job_json
+    from engine.mesh import load_mesh
     from engine.priors.loading import load_prior, resolve_device
     from engine.runner import CHECKPOINT, run_texture_job
 
@@ -136,6 +137,7 @@ def run(args: argparse.Namespace) -> int:
                         resume = True
                     elif status == "done":
                         shutil.rmtree(out / "checkpoints", ignore_errors=True)
+                mesh = load_mesh(asset)  # a broken mesh fails before any model is loaded
                 if prior is None or prior_key != (job.model, job.device):
                     if prior is not None:
                         prior.unload()
@@ -143,7 +145,7 @@ def run(args: argparse.Namespace) -> int:
                     prior_key = (job.model, job.device)
                 callbacks, close = progress_callbacks(job.steps, args.quiet, cancel, desc=asset.stem)
                 try:
-                    result = run_texture_job(job, out, prior=prior, callbacks=callbacks, resume=resume)
+                    result = run_texture_job(job, out, mesh=mesh, prior=prior, callbacks=callbacks, resume=resume)
                 finally:
                     close()
                 rec.update(status="done", resumed=resume, steps=result.steps_done)
