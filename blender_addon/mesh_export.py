@@ -7,6 +7,7 @@ Arrays (shapes):
     faces (F, 3) int32: triangles from ``mesh.loop_triangles`` (modifiers applied).
     uvs (F, 3, 2) float32: per-corner UVs of the active UV map (absent if the mesh has none).
     face_mask (F,) bool: only with ``selected_only``: triangles whose polygon is selected.
+    up_axis () str: ``"Z"`` (Blender's axes; the engine's default for ``.npz``, stated explicitly).
 """
 
 from __future__ import annotations
@@ -79,6 +80,7 @@ def _arrays_from_mesh(mesh: bpy.types.Mesh, matrix_world, options: ExportOptions
     out: dict[str, np.ndarray] = {
         "positions": np.ascontiguousarray(positions, dtype=np.float32),
         "faces": tri_verts.reshape(n_t, 3),
+        "up_axis": np.array("Z"),
     }
 
     uv_layer = mesh.uv_layers.active

@@ -84,7 +84,8 @@ def test_selected_faces_mask_and_npz_roundtrip(scene):
 
     data = mesh_export.to_npz_bytes(arrays)
     with np.load(io.BytesIO(data), allow_pickle=False) as z:
-        assert sorted(z.files) == ["face_mask", "faces", "positions", "uvs"]
+        assert sorted(z.files) == ["face_mask", "faces", "positions", "up_axis", "uvs"]
+        assert str(z["up_axis"]) == "Z"
         np.testing.assert_array_equal(z["uvs"], arrays["uvs"])
 
     obj.data.polygons.foreach_set("select", np.zeros(len(obj.data.polygons), bool))
