@@ -255,7 +255,10 @@ def _tag_redraw() -> None:
 def timer_pump() -> float:
     """``bpy.app.timers`` callback: pump, keep the health state fresh, reschedule."""
     pump()
-    connection.refresh_health_async()
+    try:
+        connection.refresh_health_async()
+    except Exception:  # a timer that raises is dropped by Blender; keep pumping
+        pass
     return 0.1 if any(r.active for r in _JOBS.values()) else 0.5
 
 

@@ -49,7 +49,7 @@ class TEXBRIDGE_OT_generate(bpy.types.Operator):
 
     bl_idname = "texbridge.generate"
     bl_label = "Generate"
-    bl_options = {"REGISTER"}
+    bl_options = {"REGISTER", "UNDO"}  # the new image/material are one undo step; pump re-creates them if undone
 
     unwrap: BoolProperty(name="Unwrap if needed", default=True,
                          description="Create a UV map with Smart UV Project if the mesh has none")
@@ -84,7 +84,7 @@ class TEXBRIDGE_OT_refine(bpy.types.Operator):
 
     bl_idname = "texbridge.refine"
     bl_label = "Refine"
-    bl_options = {"REGISTER"}
+    bl_options = {"REGISTER", "UNDO"}
 
     @classmethod
     def poll(cls, context):
