@@ -75,7 +75,7 @@ class LookupPlan:
     """Precomputed taps for one G-buffer and texture size.
 
     pixels: (N,) int64 flat indices into B*H*W of covered pixels.
-    index: (N, K) int64 rows of the flattened (mip-stacked) texture; weight: (N, K) float32.
+    index: (N, K) int32 rows of the flattened (mip-stacked) texture; weight: (N, K) float32.
     levels: number of mip levels the index refers to (1 = the texture itself).
     """
 
@@ -109,7 +109,7 @@ def _bilinear_taps(uv: torch.Tensor, h: torch.Tensor, w: torch.Tensor, offset: t
     hl, wl = h.long(), w.long()
     xa, xb = torch.remainder(x0, wl), torch.remainder(x0 + 1, wl)
     ya, yb = torch.remainder(y0, hl), torch.remainder(y0 + 1, hl)
-    idx = torch.stack([ya * wl + xa, ya * wl + xb, yb * wl + xa, yb * wl + xb], dim=1) + offset[:, None]
+    idx = (torch.stack([ya * wl + xa, ya * wl + xb, yb * wl + xa, yb * wl + xb], dim=1) + offset[:, None]).int()
     wt = torch.stack([(1 - fx) * (1 - fy), fx * (1 - fy), (1 - fx) * fy, fx * fy], dim=1)
     return idx, wt
 
@@ -153,42 +153,47 @@ def _level_tables(hw: tuple[int, int], levels: int) -> tuple[np.ndarray, np.ndar
     return sizes, offsets, int(counts.sum())
 
 
-class _NumbaMipGather(torch.autograd.Function):
-    """CPU float32: out (N,C) = sum_k weight[:,k] * pyramid(texture)[index[:,k]].
+class _NumbaMipRender(torch.autograd.Function):
+    """CPU float32: image rows ``pixels`` = sum_k weight[:,k] * [texture, mip levels][index[:,k]],
+    other rows = the background image. Gradient flows to the texture only.
 
-    Forward builds the mip pyramid and gathers (parallel); backward scatters into the pyramid
-    in pixel order (deterministic) and pushes the level gradients down to the texture.
+    Forward builds the mip levels and gathers (parallel); backward scatters in pixel order
+    (deterministic) and pushes the level gradients down to the texture.
     """
 
     @staticmethod
-    def forward(ctx, texture, index, weight, levels):
-        from engine.raster.numba_lookup import build_pyramid, gather_forward
+    def forward(ctx, texture, pixels, index, weight, levels, background_rows):
+        from engine.raster.numba_lookup import build_levels, gather_forward
 
         sizes, offsets, rows = _level_tables(tuple(texture.shape[:2]), levels)
-        tex = texture.detach().contiguous().numpy()
-        table = np.empty((rows, tex.shape[2]), dtype=np.float32)
-        build_pyramid(tex, sizes, offsets, table)
-        out = np.empty((index.shape[0], tex.shape[2]), dtype=np.float32)
-        gather_forward(table, index.numpy(), weight.numpy(), out)
-        ctx.save_for_backward(index, weight)
+        c = texture.shape[2]
+        tex = texture.detach().contiguous().numpy().reshape(-1, c)
+        lo = np.empty((rows - tex.shape[0], c), dtype=np.float32)
+        if levels > 1:
+            build_levels(tex, sizes, offsets, lo)
+        out = background_rows.detach().contiguous().clone()
+        gather_forward(tex, lo, pixels.numpy(), index.numpy(), weight.numpy(), out.numpy())
+        ctx.save_for_backward(pixels, index, weight)
         ctx.meta = (sizes, offsets, rows, tuple(texture.shape))
-        return torch.from_numpy(out)
+        return out
 
     @staticmethod
     def backward(ctx, grad):
-        from engine.raster.numba_lookup import collapse_pyramid, gather_backward
+        from engine.raster.numba_lookup import collapse_levels, gather_backward
 
-        index, weight = ctx.saved_tensors
+        pixels, index, weight = ctx.saved_tensors
         sizes, offsets, rows, shape = ctx.meta
-        g = np.zeros((rows, shape[2]), dtype=np.float32)
-        gather_backward(grad.contiguous().numpy(), index.numpy(), weight.numpy(), g)
+        n0 = shape[0] * shape[1]
+        g0 = np.zeros((n0, shape[2]), dtype=np.float32)
+        glo = np.zeros((rows - n0, shape[2]), dtype=np.float32)
+        gather_backward(grad.contiguous().numpy(), pixels.numpy(), index.numpy(), weight.numpy(), g0, glo)
         if len(sizes) > 1:
-            collapse_pyramid(sizes, offsets, g)
-        return torch.from_numpy(g[: shape[0] * shape[1]]).view(shape), None, None, None
+            collapse_levels(sizes, offsets, g0, glo)
+        return torch.from_numpy(g0).view(shape), None, None, None, None, None
 
 
 def _torch_mip_gather(texture: torch.Tensor, index: torch.Tensor, weight: torch.Tensor, levels: int) -> torch.Tensor:
-    """Same as ``_NumbaMipGather`` with torch ops (any device; autograd does the backward)."""
+    """Samples like ``_NumbaMipRender`` with torch ops (any device; autograd does the backward)."""
     c = texture.shape[-1]
     flats = [texture.reshape(-1, c)]
     cur = texture.permute(2, 0, 1)[None]
@@ -202,10 +207,8 @@ def _torch_mip_gather(texture: torch.Tensor, index: torch.Tensor, weight: torch.
 
 
 def mip_gather(texture: torch.Tensor, index: torch.Tensor, weight: torch.Tensor, levels: int) -> torch.Tensor:
-    """texture (Ht,Wt,C), index/weight (N,K) from a ``LookupPlan`` -> (N,C) samples."""
-    if _use_numba(texture):
-        return _NumbaMipGather.apply(texture, index, weight, levels)
-    return _torch_mip_gather(texture, index, weight, levels)
+    """texture (Ht,Wt,C), index/weight (N,K) from a ``LookupPlan`` -> (N,C) samples (torch ops)."""
+    return _torch_mip_gather(texture, index, weight.to(texture.dtype), levels)
 
 
 def _background(config: RenderConfig, b: int, c: int, background, generator, device, dtype) -> torch.Tensor:
@@ -254,10 +257,13 @@ def render_with_plan(
     """``render_texture`` from a plan alone; shape = the G-buffer's (B, H, W)."""
     b, h, w = shape
     c = texture.shape[-1]
-    vals = mip_gather(texture, plan.index, plan.weight, plan.levels)  # (N, C)
     bg = _background(config, b, c, background, generator, texture.device, texture.dtype)  # (B, C)
     flat = bg[:, None, :].expand(b, h * w, c).reshape(b * h * w, c)
-    img = flat.index_put((plan.pixels,), vals)
+    if _use_numba(texture) and not flat.requires_grad:
+        img = _NumbaMipRender.apply(texture, plan.pixels, plan.index, plan.weight, plan.levels, flat)
+    else:
+        vals = mip_gather(texture, plan.index, plan.weight, plan.levels)  # (N, C)
+        img = flat.index_put((plan.pixels,), vals)
     img = img.view(b, h, w, c).permute(0, 3, 1, 2)
     if config.filter is FilterMode.SUPERSAMPLE and config.supersample > 1:
         img = F.avg_pool2d(img, config.supersample)
@@ -300,11 +306,14 @@ class ViewCache:
         hw = (int(texture.shape[0]), int(texture.shape[1]))
         plans = [self._plan(i, hw, config) for i in idx]
         h, w = self._gbuffer.resolution
-        merged = LookupPlan(
-            torch.cat([p.pixels + j * h * w for j, p in enumerate(plans)]),
-            torch.cat([p.index for p in plans]),
-            torch.cat([p.weight for p in plans]),
-            plans[0].levels,
-            hw,
-        )
+        if len(plans) == 1:
+            merged = plans[0]
+        else:
+            merged = LookupPlan(
+                torch.cat([p.pixels + j * h * w for j, p in enumerate(plans)]),
+                torch.cat([p.index for p in plans]),
+                torch.cat([p.weight for p in plans]),
+                plans[0].levels,
+                hw,
+            )
         return render_with_plan(texture, merged, (len(idx), h, w), config, background, generator)

@@ -1,7 +1,9 @@
-"""CPU kernels (numba) for the texture gather of ``engine.render``: forward gather, backward scatter.
+"""CPU kernels (numba) for the texture lookup of ``engine.render``.
 
-Forward is parallel over pixels; the backward scatter-add runs in pixel order on one thread
-(deterministic, no write races).
+The lookup table is the texture (level 0, rows 0..n0-1, read in place, never copied) followed
+by its mip levels 1.. stored in ``lo`` (row r >= n0 lives at ``lo[r - n0]``). Forward: build
+``lo`` (parallel), gather K weighted taps per pixel (parallel). Backward: scatter-add in pixel
+order on one thread (deterministic, no write races), then push level gradients down to level 0.
 """
 
 from __future__ import annotations
@@ -10,87 +12,134 @@ import numpy as np
 from numba import njit, prange
 
 
-@njit(cache=True, parallel=True)
-def gather_forward(table, index, weight, out):
-    """table (T,C) f32, index (N,K) i64, weight (N,K) f32 -> out (N,C) = sum_k w * table[idx]."""
+@njit(cache=True, parallel=True, error_model="numpy")
+def _down(src, s0, dst, d0, h, w, pw):
+    """dst[d0 + y*w + x] = mean of the 2x2 block of src (row width pw) starting at s0."""
+    c = src.shape[1]
+    for y in prange(h):
+        for x in range(w):
+            a = s0 + (2 * y) * pw + 2 * x
+            for ch in range(c):
+                dst[d0 + y * w + x, ch] = 0.25 * (src[a, ch] + src[a + 1, ch] + src[a + pw, ch] + src[a + pw + 1, ch])
+
+
+@njit(cache=True, parallel=True, error_model="numpy")
+def _up(src, s0, dst, d0, h, w, pw):
+    """Adjoint of ``_down``: dst 2x2 blocks += src / 4."""
+    c = src.shape[1]
+    for y in prange(h):
+        for x in range(w):
+            a = d0 + (2 * y) * pw + 2 * x
+            for ch in range(c):
+                g = 0.25 * src[s0 + y * w + x, ch]
+                dst[a, ch] += g
+                dst[a + 1, ch] += g
+                dst[a + pw, ch] += g
+                dst[a + pw + 1, ch] += g
+
+
+def build_levels(tex, sizes, offsets, lo):
+    """tex (n0,C) level 0 -> lo (T-n0,C): level l = 2x2 box average of level l-1.
+
+    sizes (L,2) int64 (h, w) per level; offsets (L,) int64 first table row of each level.
+    """
+    n0 = int(offsets[1])
+    for lv in range(1, sizes.shape[0]):
+        h, w, pw = int(sizes[lv, 0]), int(sizes[lv, 1]), int(sizes[lv - 1, 1])
+        if lv == 1:
+            _down(tex, 0, lo, int(offsets[1]) - n0, h, w, pw)
+        else:
+            _down(lo, int(offsets[lv - 1]) - n0, lo, int(offsets[lv]) - n0, h, w, pw)
+
+
+def collapse_levels(sizes, offsets, g0, glo):
+    """Adjoint of ``build_levels``: push each level's gradient down, finally into g0 (in place)."""
+    n0 = int(offsets[1])
+    for lv in range(sizes.shape[0] - 1, 0, -1):
+        h, w, pw = int(sizes[lv, 0]), int(sizes[lv, 1]), int(sizes[lv - 1, 1])
+        if lv == 1:
+            _up(glo, int(offsets[1]) - n0, g0, 0, h, w, pw)
+        else:
+            _up(glo, int(offsets[lv]) - n0, glo, int(offsets[lv - 1]) - n0, h, w, pw)
+
+
+@njit(cache=True, parallel=True, error_model="numpy")
+def gather_forward(tex, lo, pixels, index, weight, out):
+    """out[pixels[i]] (rows of a (B*H*W, C) image) = sum_k weight[i,k] * table[index[i,k]],
+    table = tex (rows < n0) then lo. Rows of ``out`` not in ``pixels`` are left as they are."""
     n, k = index.shape
-    c = table.shape[1]
+    c = tex.shape[1]
+    n0 = tex.shape[0]
+    if c == 3:  # the common case: accumulate in registers
+        for i in prange(n):
+            a0 = 0.0
+            a1 = 0.0
+            a2 = 0.0
+            for j in range(k):
+                wt = weight[i, j]
+                r = index[i, j]
+                if r < n0:
+                    a0 += wt * tex[r, 0]
+                    a1 += wt * tex[r, 1]
+                    a2 += wt * tex[r, 2]
+                else:
+                    r -= n0
+                    a0 += wt * lo[r, 0]
+                    a1 += wt * lo[r, 1]
+                    a2 += wt * lo[r, 2]
+            p = pixels[i]
+            out[p, 0] = a0
+            out[p, 1] = a1
+            out[p, 2] = a2
+        return
     for i in prange(n):
+        p = pixels[i]
         for ch in range(c):
-            out[i, ch] = 0.0
+            out[p, ch] = 0.0
         for j in range(k):
             wt = weight[i, j]
             r = index[i, j]
-            for ch in range(c):
-                out[i, ch] += wt * table[r, ch]
+            if r < n0:
+                for ch in range(c):
+                    out[p, ch] += wt * tex[r, ch]
+            else:
+                for ch in range(c):
+                    out[p, ch] += wt * lo[r - n0, ch]
 
 
-@njit(cache=True)
-def gather_backward(grad, index, weight, out):
-    """grad (N,C), index (N,K), weight (N,K) -> out (T,C) += scatter of w * grad (out zeroed by caller)."""
+@njit(cache=True, error_model="numpy")
+def gather_backward(grad, pixels, index, weight, g0, glo):
+    """Adjoint of ``gather_forward``: g0 (n0,C), glo (T-n0,C) += weight * grad[pixels] scattered."""
     n, k = index.shape
     c = grad.shape[1]
+    n0 = g0.shape[0]
+    if c == 3:
+        for i in range(n):
+            p = pixels[i]
+            d0 = grad[p, 0]
+            d1 = grad[p, 1]
+            d2 = grad[p, 2]
+            for j in range(k):
+                wt = weight[i, j]
+                r = index[i, j]
+                if r < n0:
+                    g0[r, 0] += wt * d0
+                    g0[r, 1] += wt * d1
+                    g0[r, 2] += wt * d2
+                else:
+                    r -= n0
+                    glo[r, 0] += wt * d0
+                    glo[r, 1] += wt * d1
+                    glo[r, 2] += wt * d2
+        return
     for i in range(n):
+        p = pixels[i]
         for j in range(k):
             wt = weight[i, j]
             r = index[i, j]
-            for ch in range(c):
-                out[r, ch] += wt * grad[i, ch]
-
-
-def numba_gather_forward(table: np.ndarray, index: np.ndarray, weight: np.ndarray) -> np.ndarray:
-    out = np.empty((index.shape[0], table.shape[1]), dtype=np.float32)
-    gather_forward(table, index, weight, out)
-    return out
-
-
-def numba_gather_backward(grad: np.ndarray, index: np.ndarray, weight: np.ndarray, rows: int) -> np.ndarray:
-    out = np.zeros((rows, grad.shape[1]), dtype=np.float32)
-    gather_backward(grad, index, weight, out)
-    return out
-
-
-@njit(cache=True, parallel=True)
-def build_pyramid(texture, sizes, offsets, table):
-    """texture (H,W,C) f32 -> table (T,C): level 0 = texture, level l = 2x2 box average of level l-1.
-
-    sizes (L,2) i64 level (h, w); offsets (L,) i64 first row of each level in ``table``.
-    """
-    h0, w0, c = texture.shape
-    for y in prange(h0):
-        base = y * w0
-        for x in range(w0):
-            for ch in range(c):
-                table[base + x, ch] = texture[y, x, ch]
-    for lv in range(1, sizes.shape[0]):
-        h, w = sizes[lv, 0], sizes[lv, 1]
-        pw = sizes[lv - 1, 1]
-        src = offsets[lv - 1]
-        dst = offsets[lv]
-        for y in prange(h):
-            for x in range(w):
-                a = src + (2 * y) * pw + 2 * x
-                b = a + pw
+            if r < n0:
                 for ch in range(c):
-                    table[dst + y * w + x, ch] = 0.25 * (table[a, ch] + table[a + 1, ch] + table[b, ch] + table[b + 1, ch])
-
-
-@njit(cache=True, parallel=True)
-def collapse_pyramid(sizes, offsets, gtable):
-    """Adjoint of ``build_pyramid``: push each level's gradient down to level 0 (in place)."""
-    c = gtable.shape[1]
-    for lv in range(sizes.shape[0] - 1, 0, -1):
-        h, w = sizes[lv, 0], sizes[lv, 1]
-        pw = sizes[lv - 1, 1]
-        src = offsets[lv]
-        dst = offsets[lv - 1]
-        for y in prange(h):
-            for x in range(w):
-                a = dst + (2 * y) * pw + 2 * x
-                b = a + pw
+                    g0[r, ch] += wt * grad[p, ch]
+            else:
                 for ch in range(c):
-                    g = 0.25 * gtable[src + y * w + x, ch]
-                    gtable[a, ch] += g
-                    gtable[a + 1, ch] += g
-                    gtable[b, ch] += g
-                    gtable[b + 1, ch] += g
+                    glo[r - n0, ch] += wt * grad[p, ch]
