@@ -205,10 +205,14 @@ def engine_model(request) -> str:
     return "standin-model"
 
 
-@pytest.fixture(scope="module")
+#: Caps of the shared stand-in server (small, so the cap tests stay small).
+SHARED_CAPS = ["--max-body-mb", "2", "--max-vertices", "5000", "--max-triangles", "3000"]
+
+
+@pytest.fixture(scope="session")
 def server(tmp_path_factory):
-    """A stand-in-engine server shared by a test module (body cap 2 MB for the 413 tests)."""
-    srv = EngineServer(tmp_path_factory.mktemp("srv"), "standin-model", ["--max-body-mb", "2"], standin=True).start()
+    """A stand-in-engine server shared by the session (small caps for the limit tests)."""
+    srv = EngineServer(tmp_path_factory.mktemp("srv"), "standin-model", SHARED_CAPS, standin=True).start()
     yield srv
     srv.stop()
 

@@ -43,8 +43,34 @@ def _checkpoint(out: Path, step: int, tex: np.ndarray) -> None:
     os.replace(tmp, ck / "latest.npz")
 
 
+def _write_glb(path: Path, positions: np.ndarray, uvs: np.ndarray) -> None:
+    """A minimal self-contained GLB: one vertex per face corner, POSITION + TEXCOORD_0 (glTF v down)."""
+    import struct
+
+    pos = np.ascontiguousarray(positions, np.float32)
+    uv = np.ascontiguousarray(uvs, np.float32).copy()
+    uv[:, 1] = 1.0 - uv[:, 1]
+    binary = pos.tobytes() + uv.tobytes()
+    doc = {
+        "asset": {"version": "2.0"},
+        "buffers": [{"byteLength": len(binary)}],
+        "bufferViews": [{"buffer": 0, "byteOffset": 0, "byteLength": pos.nbytes}, {"buffer": 0, "byteOffset": pos.nbytes, "byteLength": uv.nbytes}],
+        "accessors": [
+            {"bufferView": 0, "componentType": 5126, "count": len(pos), "type": "VEC3", "min": pos.min(0).tolist(), "max": pos.max(0).tolist()},
+            {"bufferView": 1, "componentType": 5126, "count": len(uv), "type": "VEC2"},
+        ],
+        "meshes": [{"primitives": [{"attributes": {"POSITION": 0, "TEXCOORD_0": 1}}]}],
+        "nodes": [{"mesh": 0}],
+        "scenes": [{"nodes": [0]}],
+    }
+    js = json.dumps(doc).encode()
+    js += b" " * (-len(js) % 4)
+    binary += b"\0" * (-len(binary) % 4)
+    body = struct.pack("<I4s", len(js), b"JSON") + js + struct.pack("<I4s", len(binary), b"BIN\0") + binary
+    path.write_bytes(struct.pack("<4sII", b"glTF", 2, 12 + len(body)) + body)
+
+
 def run_texture_job(job, out_dir, *, mesh=None, prior=None, callbacks=None, resume=False):
-    import trimesh
     from PIL import Image
 
     from engine.mesh import load_mesh
@@ -84,14 +110,6 @@ def run_texture_job(job, out_dir, *, mesh=None, prior=None, callbacks=None, resu
     img = Image.fromarray((tex * 255).astype(np.uint8))
     img.save(out / "texture.png")
     img.save(out / "preview.png")
-    corners = mesh.positions[mesh.faces].reshape(-1, 3)
-    uv = mesh.uvs.reshape(-1, 2)
-    tm = trimesh.Trimesh(
-        vertices=corners,
-        faces=np.arange(len(corners)).reshape(-1, 3),
-        visual=trimesh.visual.TextureVisuals(uv=uv, image=img),
-        process=False,
-    )
-    tm.export(out / "textured.glb")
+    _write_glb(out / "textured.glb", mesh.positions[mesh.faces].reshape(-1, 3), mesh.uvs.reshape(-1, 2))
     (out / "job.json").write_text(json.dumps({"spec": job.to_dict(), "status": "succeeded", "model": prior.name}))
     return JobResult(out, out / "texture.png", out / "textured.glb", out / "preview.png", job.steps, prior.name)

@@ -112,7 +112,8 @@ def test_worker_killed_three_times_fails_the_job(tmp_path):
             nxt = submit(c).json()
             assert read_events(c, nxt["id"])[-1][1] == "succeeded"
     finally:
-        assert srv.stop() == 0
+        assert srv.stop() == 0  # SIGTERM: a clean exit
+    assert not (srv.runtime / "engine.json").exists()  # the discovery file goes with it
 
 
 def _mount_tmpfs(path: Path, size: str) -> bool:

@@ -54,7 +54,7 @@ def test_happy_path(real_server):
         events = read_events(c, job["id"], timeout=TIMEOUT)
         types = [t for _, t, _ in events]
         assert [i for i, _, _ in events] == list(range(1, len(events) + 1))
-        assert types[:2] == ["queued", "started"] and types[-1] == "succeeded", types
+        assert types[:2] == ["queued", "started"] and types[-1] == "succeeded", events[-1]
         assert [d["step"] for _, t, d in events if t == "progress"] == [1, 2, 3, 4]
         assert [d["stage"] for _, t, d in events if t == "stage"] == [1, 2]  # bridge: stage 2 from step 2
         versions = [d["version"] for _, t, d in events if t == "preview"]

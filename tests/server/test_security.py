@@ -274,14 +274,14 @@ def test_malformed_input_gives_400(client, case):
     assert r.json()["error"]
 
 
-def test_mesh_caps(tmp_path):
-    from tests.server.conftest import EngineServer
-
-    srv = EngineServer(tmp_path, "standin-model", ["--max-vertices", "7", "--max-triangles", "100"], standin=True).start()
-    try:
-        with srv.client() as c:
-            r = submit(c)
-            assert r.status_code == 400 and "8 vertices" in r.json()["error"]
-    finally:
-        assert srv.stop() == 0
-    assert not (srv.runtime / "engine.json").exists()  # removed on a clean exit
+@pytest.mark.parametrize("what", ["vertices", "triangles"])
+def test_mesh_caps(client, what):
+    a = cube_arrays()
+    if what == "vertices":  # 5001 vertices > 5000
+        pos = np.concatenate([a["positions"], np.zeros((5001 - 8, 3), np.float32)])
+        r = submit(client, mesh=npz_bytes(positions=pos, faces=a["faces"]))
+        assert r.status_code == 400 and "5001 vertices" in r.json()["error"] and "--max-vertices" in r.json()["error"]
+    else:  # 3012 triangles > 3000, as an OBJ
+        obj = b"v 0 0 0\nv 1 0 0\nv 0 1 0\n" + b"f 1 2 3\n" * 3012
+        r = submit(client, mesh=obj, filename="m.obj")
+        assert r.status_code == 400 and "over the limit of 3000" in r.json()["error"]
