@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from engine.errors import BackendUnavailableError, ModelNotFoundError, SpecError
+from engine.errors import BackendUnavailableError, ModelNotFoundError, SpecError, TexbridgeError
 
 log = logging.getLogger("texbridge")
 
@@ -248,7 +248,10 @@ def load_prior(model: str, device: str | torch.device = "auto", dtype: torch.dty
         case ModelKind.AUTO:
             if is_cached(DEFAULT_HUB_MODEL):
                 return _load_hub(DEFAULT_HUB_MODEL, dev, dt)
-            prior = _load_embedded(dev, dtype)
+            try:
+                prior = _load_embedded(dev, dtype)
+            except (TexbridgeError, OSError) as exc:
+                raise ModelNotFoundError(f"{_missing_message(DEFAULT_HUB_MODEL)}; the embedded fallback failed too: {_first_line(exc)}") from None
             log.warning(
                 "using the embedded model: %s is not in the local cache (%s); for full quality run "
                 "`huggingface-cli download %s` once, or pass --model PATH",

@@ -141,3 +141,21 @@ def test_single_file_unusable_checkpoint_error(tmp_path, tiny_sd_dir):
 def test_folder_without_model_index(tmp_path):
     with pytest.raises(ModelNotFoundError, match="model_index.json"):
         load_prior(str(tmp_path), "cpu")
+
+
+def test_auto_without_sd_falls_back_to_embedded(tmp_path, monkeypatch, caplog):
+    """Nothing cached: the embedded model with a warning naming the download command, or (while its
+    weights are not shipped) one error that names both."""
+    from engine.priors.embedded import EMBEDDED_MODEL_DIR
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty"))
+    if (EMBEDDED_MODEL_DIR / "model_index.json").exists():
+        with caplog.at_level("WARNING", logger="texbridge"):
+            p = load_prior("auto", "cpu")
+        assert p.name == "embedded"
+        assert f"huggingface-cli download {DEFAULT_HUB_MODEL}" in caplog.text
+    else:
+        with pytest.raises(ModelNotFoundError, match="embedded fallback failed") as err:
+            load_prior("auto", "cpu")
+        assert f"huggingface-cli download {DEFAULT_HUB_MODEL}" in str(err.value)
