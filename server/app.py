@@ -190,10 +190,7 @@ def create_app(config: ServerConfig, store: JobStore, manager: JobManager, hub: 
         if row is None:
             what = f"version {version}" if version else "any texture version"
             return error(404, f"job {job_id} has no {what} yet (latest is {job['preview_version']}); follow its events")
-        path = manager.job_dir(job_id) / row["path"] if not row["path"].startswith("/") else None
-        from pathlib import Path
-
-        path = path or Path(row["path"])
+        path = manager.job_dir(job_id) / row["path"]  # stored relative to the job folder
         if not path.is_file():
             return error(404, f"texture version {row['version']} of job {job_id} is no longer on disk")
         headers = {"X-Texture-Version": str(row["version"]), "X-Texture-Step": str(row["step"]), "cache-control": "no-store"}

@@ -211,7 +211,7 @@ class JobStore:
             return self._emit(db, job_id, type_, data)
 
     def add_preview(self, job_id: str, step: int, path: str) -> int:
-        """Record a texture snapshot; returns its version (1, 2, ... per job)."""
+        """Record a texture snapshot (``path`` relative to the job folder); returns its version (1, 2, ...)."""
         with self._tx() as db:
             version = int(self._get(db, job_id)["preview_version"]) + 1
             db.execute("INSERT INTO previews (job_id, version, step, path) VALUES (?, ?, ?, ?)", (job_id, version, step, path))

@@ -29,6 +29,14 @@ from server.store import TERMINAL, JobStore
 from server.worker import CANCEL_FLAG, worker_main
 
 
+def has_checkpoint(job_dir: Path) -> bool:
+    """True when the runner left a complete checkpoint (``checkpoints/latest.*``, not a temp file)."""
+    folder = job_dir / "checkpoints"
+    if not folder.is_dir():
+        return False
+    return any(p.name.startswith("latest.") and not p.name.endswith(".tmp") and p.is_file() for p in folder.iterdir())
+
+
 class EngineBusy(Exception):
     """The worker is running a job; the request needs an idle engine."""
 
@@ -173,7 +181,7 @@ class JobManager:
                 row = self.store.next_queued()
                 if row is not None:
                     job_id = row["id"]
-                    resume = (self.job_dir(job_id) / "checkpoints").is_dir() and any((self.job_dir(job_id) / "checkpoints").iterdir())
+                    resume = has_checkpoint(self.job_dir(job_id))
                     self.store.mark_running(job_id, resume)
                     self.running_job = job_id
             if row is None:
@@ -318,13 +326,13 @@ class JobManager:
             if kind in ("progress", "stage"):
                 self.store.record(job_id, kind, data)
             elif kind == "preview":
-                path = (self.job_dir(job_id) / str(data["path"])).resolve()
-                if self.job_dir(job_id).resolve() in path.parents:
-                    self.store.add_preview(job_id, int(data["step"]), str(path))
+                root = self.job_dir(job_id).resolve()
+                path = (root / str(data["path"])).resolve()
+                if root in path.parents:
+                    self.store.add_preview(job_id, int(data["step"]), path.relative_to(root).as_posix())
             elif kind == "succeeded":
-                final = self.job_dir(job_id) / "texture.png"
-                if final.is_file():
-                    self.store.add_preview(job_id, int(data.get("steps_done", 0)), str(final))
+                if (self.job_dir(job_id) / "texture.png").is_file():  # the final texture is the last version
+                    self.store.add_preview(job_id, int(data.get("steps_done", 0)), "texture.png")
                 self.store.finish(job_id, "succeeded", data=data)
             elif kind == "failed":
                 self.store.finish(job_id, "failed", error=str(data.get("error", "unknown error")))
