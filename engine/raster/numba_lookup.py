@@ -23,6 +23,17 @@ def _down(src, s0, dst, d0, h, w, pw):
                 dst[d0 + y * w + x, ch] = 0.25 * (src[a, ch] + src[a + 1, ch] + src[a + pw, ch] + src[a + pw + 1, ch])
 
 
+@njit(cache=True, error_model="numpy")
+def _down_serial(src, s0, dst, d0, h, w, pw):
+    """``_down`` on one thread (small levels: a parallel launch costs more than the work)."""
+    c = src.shape[1]
+    for y in range(h):
+        for x in range(w):
+            a = s0 + (2 * y) * pw + 2 * x
+            for ch in range(c):
+                dst[d0 + y * w + x, ch] = 0.25 * (src[a, ch] + src[a + 1, ch] + src[a + pw, ch] + src[a + pw + 1, ch])
+
+
 @njit(cache=True, parallel=True, error_model="numpy")
 def _up(src, s0, dst, d0, h, w, pw):
     """Adjoint of ``_down``: dst 2x2 blocks += src / 4."""
@@ -38,6 +49,24 @@ def _up(src, s0, dst, d0, h, w, pw):
                 dst[a + pw + 1, ch] += g
 
 
+@njit(cache=True, error_model="numpy")
+def _up_serial(src, s0, dst, d0, h, w, pw):
+    """``_up`` on one thread."""
+    c = src.shape[1]
+    for y in range(h):
+        for x in range(w):
+            a = d0 + (2 * y) * pw + 2 * x
+            for ch in range(c):
+                g = 0.25 * src[s0 + y * w + x, ch]
+                dst[a, ch] += g
+                dst[a + 1, ch] += g
+                dst[a + pw, ch] += g
+                dst[a + pw + 1, ch] += g
+
+
+PARALLEL_MIN_TEXELS = 128 * 128  # smaller levels run on one thread
+
+
 def build_levels(tex, sizes, offsets, lo):
     """tex (n0,C) level 0 -> lo (T-n0,C): level l = 2x2 box average of level l-1.
 
@@ -46,10 +75,11 @@ def build_levels(tex, sizes, offsets, lo):
     n0 = int(offsets[1])
     for lv in range(1, sizes.shape[0]):
         h, w, pw = int(sizes[lv, 0]), int(sizes[lv, 1]), int(sizes[lv - 1, 1])
+        down = _down if h * w >= PARALLEL_MIN_TEXELS else _down_serial
         if lv == 1:
-            _down(tex, 0, lo, int(offsets[1]) - n0, h, w, pw)
+            down(tex, 0, lo, int(offsets[1]) - n0, h, w, pw)
         else:
-            _down(lo, int(offsets[lv - 1]) - n0, lo, int(offsets[lv]) - n0, h, w, pw)
+            down(lo, int(offsets[lv - 1]) - n0, lo, int(offsets[lv]) - n0, h, w, pw)
 
 
 def collapse_levels(sizes, offsets, g0, glo):
@@ -57,10 +87,11 @@ def collapse_levels(sizes, offsets, g0, glo):
     n0 = int(offsets[1])
     for lv in range(sizes.shape[0] - 1, 0, -1):
         h, w, pw = int(sizes[lv, 0]), int(sizes[lv, 1]), int(sizes[lv - 1, 1])
+        up = _up if h * w >= PARALLEL_MIN_TEXELS else _up_serial
         if lv == 1:
-            _up(glo, int(offsets[1]) - n0, g0, 0, h, w, pw)
+            up(glo, int(offsets[1]) - n0, g0, 0, h, w, pw)
         else:
-            _up(glo, int(offsets[lv]) - n0, glo, int(offsets[lv - 1]) - n0, h, w, pw)
+            up(glo, int(offsets[lv]) - n0, glo, int(offsets[lv - 1]) - n0, h, w, pw)
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
