@@ -65,7 +65,9 @@ class ServerConfig:
 
     @property
     def url(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
+        """The URL local clients use (loopback when bound to a wildcard address)."""
+        host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(self.host, self.host)
+        host = f"[{host}]" if ":" in host else host
         return f"http://{host}:{self.port}"
 
     def host_allow_list(self) -> frozenset[str]:

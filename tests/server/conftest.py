@@ -206,7 +206,8 @@ def engine_model(request) -> str:
 
 
 #: Caps of the shared stand-in server (small, so the cap tests stay small).
-SHARED_CAPS = ["--max-body-mb", "2", "--max-vertices", "5000", "--max-triangles", "3000"]
+SHARED_CAPS = ["--max-body-mb", "2", "--max-vertices", "5000", "--max-triangles", "3000", "--cancel-grace", "2",
+               "--allow-origin", "http://allowed.example"]
 
 
 @pytest.fixture(scope="session")

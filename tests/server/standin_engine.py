@@ -89,8 +89,9 @@ def run_texture_job(job, out_dir, *, mesh=None, prior=None, callbacks=None, resu
     if callbacks and callbacks.on_stage:
         callbacks.on_stage(stage)
     t0 = time.monotonic()
+    obeys_cancel = "standin:ignore-cancel" not in job.prompt  # simulates a loop stuck in one step
     for step in range(start + 1, job.steps + 1):
-        if callbacks and callbacks.should_cancel and callbacks.should_cancel():
+        if obeys_cancel and callbacks and callbacks.should_cancel and callbacks.should_cancel():
             _checkpoint(out, step - 1, tex)
             raise JobCancelled(f"cancelled at step {step - 1}")
         time.sleep(STEP_SECONDS)

@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import subprocess
+import time
 from pathlib import Path
 
 import numpy as np
@@ -70,6 +71,20 @@ def test_cancel_queued_job(client):
     client.post(f"/v1/jobs/{blocker['id']}/cancel")
     assert read_events(client, blocker["id"])[-1][1] == "cancelled"
     assert client.post(f"/v1/jobs/{blocker['id']}/cancel").json()["state"] == "cancelled"  # idempotent
+
+
+def test_cancel_kills_a_worker_that_does_not_stop(client):
+    job = submit(client, dict(TINY_SPEC, steps=2000, prompt="wall standin:ignore-cancel")).json()
+    read_events(client, job["id"], until=lambda e: e[1] == "progress")
+    pid = client.get("/v1/health").json()["worker_pid"]
+    t0 = time.monotonic()
+    assert client.post(f"/v1/jobs/{job['id']}/cancel").json()["state"] == "running"  # until the worker stops
+    last = read_events(client, job["id"])[-1]
+    assert last[1] == "cancelled" and last[2]["killed"] is True
+    assert 1.5 < time.monotonic() - t0 < 15  # after the 2 s grace period
+    wait_for(lambda: not pid_alive(pid), 10)
+    nxt = submit(client).json()  # a fresh worker takes the next job
+    assert read_events(client, nxt["id"])[-1][1] == "succeeded"
 
 
 def test_texture_versions_and_formats(client):

@@ -82,6 +82,28 @@ def test_origin_header_refused(client, origin):
     assert r.status_code == 403
 
 
+def test_explicitly_allowed_origin_passes(client):
+    assert client.get("/v1/health", headers={"Origin": "http://allowed.example"}).status_code == 200
+    assert client.get("/v1/health", headers={"Origin": "http://allowed.example.evil"}).status_code == 403
+
+
+def test_allow_remote_with_token_warns_and_still_needs_the_token(tmp_path):
+    from tests.server.conftest import EngineServer
+
+    token = "a-long-shared-secret-for-tests"
+    srv = EngineServer(tmp_path, "standin-model", ["--host", "0.0.0.0", "--allow-remote", "--token", token], standin=True)
+    srv.start()
+    try:
+        assert "warning: the engine listens on 0.0.0.0" in srv.log.read_text()
+        assert srv.token == token and srv.url == f"http://127.0.0.1:{srv.port}"
+        with srv.client() as c:
+            assert c.get("/v1/health").status_code == 200
+        with srv.client(token=None) as c:
+            assert c.get("/v1/health").status_code == 401
+    finally:
+        assert srv.stop() == 0
+
+
 def test_oversize_content_length_refused_up_front(server):
     conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
     conn.putrequest("POST", "/v1/jobs")
