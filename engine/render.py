@@ -17,7 +17,7 @@ has its centre at u = (c + 0.5) / Wt, v = 1 - (r + 0.5) / Ht; UVs outside [0, 1]
 
 from __future__ import annotations
 
-import math
+from collections import OrderedDict
 from dataclasses import dataclass
 from enum import Enum
 
@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from engine.cameras import Cameras
+from engine.errors import SpecError
 from engine.mesh import Mesh
 from engine.raster import GBuffer, RasterContext, rasterize
 
@@ -63,6 +64,19 @@ class RenderConfig:
     lod_bias: float = 0.0
     background: BackgroundMode = BackgroundMode.SOLID
     background_color: tuple[float, ...] = (1.0, 1.0, 1.0)
+
+    def __post_init__(self) -> None:
+        try:
+            object.__setattr__(self, "filter", FilterMode(self.filter))
+            object.__setattr__(self, "background", BackgroundMode(self.background))
+        except ValueError as exc:
+            raise SpecError(f"{exc}; filter: bilinear | mip | supersample, background: solid | random") from None
+        if not (1 <= int(self.supersample) <= 8):
+            raise SpecError(f"supersample={self.supersample} is out of range; allowed: 1..8")
+        if self.max_mip_levels is not None and int(self.max_mip_levels) < 1:
+            raise SpecError(f"max_mip_levels={self.max_mip_levels} must be >= 1 (or None for a full pyramid)")
+        if len(self.background_color) < 1:
+            raise SpecError("background_color needs at least one value")
 
 
 def raster_resolution(config: RenderConfig, size: int) -> int:
@@ -266,6 +280,11 @@ def render_with_plan(
         img = flat.index_put((plan.pixels,), vals)
     img = img.view(b, h, w, c).permute(0, 3, 1, 2)
     if config.filter is FilterMode.SUPERSAMPLE and config.supersample > 1:
+        if h % config.supersample or w % config.supersample:
+            raise SpecError(
+                f"SUPERSAMPLE x{config.supersample} needs a G-buffer size divisible by it, got {h}x{w}; "
+                "rasterize at raster_resolution(config, size)"
+            )
         img = F.avg_pool2d(img, config.supersample)
     return img
 
@@ -274,12 +293,15 @@ class ViewCache:
     """G-buffers (and lookup plans) precomputed for a fixed set of N views.
 
     ``build(ctx, mesh, cameras, resolution)``; ``gbuffer(indices)``; ``render(texture, indices, config)``.
+    Lookup plans (about 70 bytes per covered pixel) are kept for the ``plan_cache_size`` most
+    recently used (view, texture size, filter) keys; a missing one is recomputed (tens of ms).
     """
 
-    def __init__(self, gbuffer: GBuffer, cameras: Cameras):
+    def __init__(self, gbuffer: GBuffer, cameras: Cameras, plan_cache_size: int = 32):
         self._gbuffer = gbuffer
         self.cameras = cameras
-        self._plans: dict = {}
+        self.plan_cache_size = plan_cache_size
+        self._plans: OrderedDict = OrderedDict()
 
     @classmethod
     def build(cls, ctx: RasterContext, mesh: Mesh, cameras: Cameras, resolution: int, chunk: int = 8) -> "ViewCache":
@@ -295,9 +317,15 @@ class ViewCache:
 
     def _plan(self, i: int, texture_hw: tuple[int, int], config: RenderConfig) -> LookupPlan:
         key = (i, texture_hw, config.filter, config.max_mip_levels, config.lod_bias)
-        if key not in self._plans:
-            self._plans[key] = lookup_plan(self._gbuffer.select([i]), texture_hw, config)
-        return self._plans[key]
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = lookup_plan(self._gbuffer.select([i]), texture_hw, config)
+            self._plans[key] = plan
+            while len(self._plans) > self.plan_cache_size:
+                self._plans.popitem(last=False)
+        else:
+            self._plans.move_to_end(key)
+        return plan
 
     def render(self, texture: torch.Tensor, indices, config: RenderConfig = RenderConfig(), background=None,
                generator: torch.Generator | None = None) -> torch.Tensor:
