@@ -3,14 +3,15 @@
 
 Documented command (the shipped weights; ~45-90 min on one shared CPU thread):
 
-    nice python scripts/train_embedded_prior.py --seed 0 --steps 2400 \
+    nice python scripts/train_embedded_prior.py --seed 0 --steps 1600 \
         --work /tmp/texbridge_embedded_train --out engine/models/embedded
 
 Resume after an interruption by adding ``--resume`` (same arguments). Data and
 noise for step ``s`` are drawn from generators seeded by ``(seed, s)``, so a
 resumed run sees exactly the batches an uninterrupted one would.
 
-Recipe: epsilon prediction, cosine betas, T = 1000, min-SNR-5 loss weighting,
+Recipe: epsilon prediction, cosine betas, T = 1000, min-SNR-5 loss weighting for the
+first 500 steps then the plain epsilon loss,
 AdamW (lr 1e-3, 100 warm-up steps, cosine decay to 10%), grad clip 1, EMA of the
 weights (0.998) saved as the result, caption dropped to "" for 10% of samples
 (classifier-free guidance). The (pattern family, colour pair) combinations of
@@ -43,19 +44,25 @@ from engine.procedural.world import TextureWorldConfig, held_out_combinations, m
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--steps", type=int, default=2400)
+    ap.add_argument("--steps", type=int, default=1600)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--warmup", type=int, default=100)
     ap.add_argument("--ema", type=float, default=0.998)
     ap.add_argument("--cfg-dropout", type=float, default=0.1)
     ap.add_argument("--min-snr", type=float, default=5.0)
+    ap.add_argument("--min-snr-steps", type=int, default=500,
+                    help="use min-SNR weighting for the first N steps only, then the plain epsilon loss "
+                         "(L_simple), which trains the low-noise end that sampling needs")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     ap.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     ap.add_argument("--work", default="/tmp/texbridge_embedded_train", help="checkpoints and log")
     ap.add_argument("--out", default="engine/models/embedded", help="final diffusers folder (EMA weights)")
     ap.add_argument("--ckpt-every", type=int, default=100)
     ap.add_argument("--resume", action="store_true", help="continue from <work>/checkpoint.pt")
+    ap.add_argument("--stop-at", type=int, default=None,
+                    help="stop (and export) after this step; the LR schedule still follows --steps. "
+                         "With --resume and the checkpoint's step it only exports the checkpoint's EMA weights")
     return ap.parse_args(argv)
 
 
@@ -110,7 +117,8 @@ def main(argv=None) -> int:
         os.replace(tmp, ckpt)
 
     t0 = time.time()
-    bar = tqdm(range(start, args.steps), initial=start, total=args.steps, mininterval=20, desc="train", file=sys.stdout)
+    stop = min(args.steps, args.stop_at or args.steps)
+    bar = tqdm(range(start, stop), initial=start, total=stop, mininterval=20, desc="train", file=sys.stdout)
     running = None
     for step in bar:
         seed = args.seed * 1_000_003 + step
@@ -125,7 +133,8 @@ def main(argv=None) -> int:
         xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
         emb = text_encoder(tokenize(tokenizer, captions).to(device)).last_hidden_state
         eps = denoise(unet, xt, t, emb)
-        loss = ((eps - noise) ** 2).mean(dim=(1, 2, 3)).mul(loss_w[t]).mean()
+        per_sample = ((eps - noise) ** 2).mean(dim=(1, 2, 3))
+        loss = per_sample.mul(loss_w[t]).mean() if step < args.min_snr_steps else per_sample.mean()
         for group in opt.param_groups:
             group["lr"] = lr_at(step, args)
         opt.zero_grad(set_to_none=True)
@@ -140,7 +149,7 @@ def main(argv=None) -> int:
         bar.set_postfix(loss=f"{running:.4f}", refresh=False)
         if (step + 1) % 50 == 0:
             history.append([step + 1, round(running, 5), round(time.time() - t0, 1)])
-        if (step + 1) % args.ckpt_every == 0 or step + 1 == args.steps:
+        if (step + 1) % args.ckpt_every == 0 or step + 1 == stop:
             save_ckpt(step + 1)
     bar.close()
     out = save_components(args.out, ema_unet.cpu(), ema_text.cpu(), tokenizer, scheduler)

@@ -1,0 +1,174 @@
+"""The embedded prior: a small pixel-space text-to-texture model shipped with texbridge.
+
+``load_embedded_prior(device, dtype=None)`` loads ``engine/models/embedded/`` (diffusers
+folder layout, safetensors; see its README.md model card) as a ``PixelDiffusionPrior``,
+which implements the same ``DiffusionPrior`` protocol as ``StableDiffusionPrior``:
+the guidance code and the optimization loop cannot tell them apart.
+
+Pixel space: ``encode_images`` resizes to 32 x 32 and maps [0, 1] -> [-1, 1]
+(latent_channels = 3); ``decode_latents`` is the inverse. ``sample`` is plain DDIM
+with classifier-free guidance (for evaluation and tests).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+from engine.errors import ModelNotFoundError  # noqa: E402
+from engine.priors.embedded_model import denoise, patch_size, tokenize  # noqa: E402
+
+#: Where the shipped weights live (inside the package).
+EMBEDDED_MODEL_DIR = Path(__file__).resolve().parents[1] / "models" / "embedded"
+_TRAIN_HINT = "python scripts/train_embedded_prior.py --seed 0 --out engine/models/embedded"
+
+
+@dataclass(frozen=True)
+class PixelPriorConfig:
+    """Options of the pixel prior.
+
+    Fields:
+        embedding_cache_size: prompts whose text embeddings are kept.
+        sample_guidance_scale: CFG scale ``sample`` uses by default (evaluation setting; score
+            distillation uses the job's own cfg_scale).
+    """
+
+    embedding_cache_size: int = 256
+    sample_guidance_scale: float = 4.0
+
+
+class PixelDiffusionPrior:
+    """A text-conditional epsilon-prediction diffusion model in pixel space.
+
+    Components: ``unet`` (a ``UNet2DConditionModel`` on 2x2 space-to-depth patches, see
+    ``engine.priors.embedded_model``), ``text_encoder`` (``CLIPTextModel``), ``tokenizer``
+    (word level) and ``scheduler`` (``DDIMScheduler`` holding the training betas).
+    """
+
+    def __init__(self, *, name: str, unet, text_encoder, tokenizer, scheduler, device: torch.device | str = "cpu",
+                 dtype: torch.dtype | None = None, config: PixelPriorConfig = PixelPriorConfig()) -> None:
+        self.name = name
+        self.device = torch.device(device)
+        self.dtype = dtype or torch.float32
+        self.config = config
+        self.tokenizer = tokenizer
+        self.scheduler = scheduler
+        self.text_encoder = text_encoder.to(self.device, self.dtype).eval().requires_grad_(False)
+        self.unet = unet.to(self.device, self.dtype).eval().requires_grad_(False)
+        self.patch = patch_size(self.unet)
+        self.resolution = int(self.unet.config.sample_size) * self.patch
+        self.latent_channels = 3
+        self.alphas_cumprod = torch.as_tensor(scheduler.alphas_cumprod, dtype=torch.float32).to(self.device)
+        self.num_train_timesteps = int(self.alphas_cumprod.shape[0])
+        self.prediction_type = str(scheduler.config.get("prediction_type", "epsilon"))
+        self._cache: dict[str, torch.Tensor] = {}
+
+    # -- text ------------------------------------------------------------------------
+    @torch.no_grad()
+    def encode_prompts(self, prompts: list[str]) -> torch.Tensor:
+        """Text embeddings (N, L, D) in ``self.dtype``, cached per prompt string."""
+        missing = [p for p in dict.fromkeys(prompts) if p not in self._cache]
+        if missing:
+            if len(self._cache) + len(missing) > self.config.embedding_cache_size:
+                self._cache.clear()
+            emb = self.text_encoder(tokenize(self.tokenizer, missing).to(self.device)).last_hidden_state
+            for p, e in zip(missing, emb):
+                self._cache[p] = e
+        return torch.stack([self._cache[p] for p in prompts])
+
+    # -- images ----------------------------------------------------------------------
+    def encode_images(self, images: torch.Tensor) -> torch.Tensor:
+        """images (B, 3, R, R) in [0, 1] -> latents (B, 3, 32, 32) in [-1, 1], differentiable."""
+        r = self.resolution
+        if images.shape[-2:] != (r, r):
+            images = F.interpolate(images, size=(r, r), mode="bilinear", align_corners=False,
+                                   antialias=images.shape[-1] > r)
+        return (images * 2.0 - 1.0).float()
+
+    @torch.no_grad()
+    def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        """latents (B, 3, r, r) -> images (B, 3, r, r) in [0, 1]."""
+        return (latents.float() * 0.5 + 0.5).clamp(0, 1)
+
+    # -- denoiser --------------------------------------------------------------------
+    @torch.no_grad()
+    def predict_noise(self, latents: torch.Tensor, t: torch.Tensor, embeddings: torch.Tensor) -> torch.Tensor:
+        """epsilon-hat (N, 3, r, r) float32 for x_t (N, 3, r, r), t (N,) int64, embeddings (N, L, D)."""
+        out = denoise(self.unet, latents.to(self.device, self.dtype), t.to(self.device),
+                      embeddings.to(self.device, self.dtype))
+        return out.float()
+
+    @torch.no_grad()
+    def sample(self, prompts: list[str], *, steps: int = 50, guidance_scale: float | None = None,
+               generator: torch.Generator | None = None, batch_size: int = 64) -> torch.Tensor:
+        """Plain DDIM (eta 0) with classifier-free guidance.
+
+        Returns images (N, 3, r, r) float32 in [0, 1] on the CPU. Deterministic for a CPU generator.
+        """
+        from diffusers import DDIMScheduler
+
+        scale = self.config.sample_guidance_scale if guidance_scale is None else guidance_scale
+        sched = DDIMScheduler.from_config(self.scheduler.config)
+        sched.set_timesteps(steps)
+        out = []
+        for i in range(0, len(prompts), batch_size):
+            chunk = prompts[i:i + batch_size]
+            n = len(chunk)
+            cond = self.encode_prompts(list(chunk))
+            uncond = self.encode_prompts([""]).expand(n, -1, -1)
+            x = torch.randn((n, 3, self.resolution, self.resolution), generator=generator).to(self.device)
+            for t in sched.timesteps:
+                tt = torch.full((2 * n,), int(t), device=self.device, dtype=torch.long)
+                eps = self.predict_noise(torch.cat([x, x]), tt, torch.cat([uncond, cond]))
+                eps_u, eps_c = eps.chunk(2)
+                x = sched.step(eps_u + scale * (eps_c - eps_u), t, x).prev_sample
+            out.append(self.decode_latents(x).cpu())
+        return torch.cat(out)
+
+    def unload(self) -> None:
+        """Drop the models and cached embeddings; free CUDA memory."""
+        for attr in ("unet", "text_encoder"):
+            if hasattr(self, attr):
+                delattr(self, attr)
+        self._cache.clear()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
+def load_pixel_prior(folder: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype | None = None,
+                     name: str | None = None) -> PixelDiffusionPrior:
+    """Load a pixel-prior diffusers folder (unet, text_encoder, tokenizer, scheduler; safetensors)."""
+    from diffusers import DDIMScheduler, UNet2DConditionModel
+    from transformers import AutoTokenizer, CLIPTextModel
+
+    folder = Path(folder)
+    if not (folder / "model_index.json").exists():
+        raise ModelNotFoundError(f"embedded model folder {folder} is missing (no model_index.json); "
+                                 f"reinstall texbridge or rebuild it: {_TRAIN_HINT}")
+    try:
+        unet = UNet2DConditionModel.from_pretrained(folder, subfolder="unet", use_safetensors=True)
+        text_encoder = CLIPTextModel.from_pretrained(folder, subfolder="text_encoder", use_safetensors=True)
+        tokenizer = AutoTokenizer.from_pretrained(folder / "tokenizer")
+        scheduler = DDIMScheduler.from_pretrained(folder, subfolder="scheduler")
+    except (OSError, ValueError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        raise ModelNotFoundError(f"could not load the embedded model from {folder}: {first}; "
+                                 f"reinstall texbridge or rebuild it: {_TRAIN_HINT}") from None
+    device = torch.device("cuda" if str(device) == "auto" and torch.cuda.is_available() else
+                          ("cpu" if str(device) == "auto" else device))
+    return PixelDiffusionPrior(name=name or str(folder), unet=unet, text_encoder=text_encoder, tokenizer=tokenizer,
+                               scheduler=scheduler, device=device, dtype=dtype)
+
+
+def load_embedded_prior(device: str | torch.device = "cpu", dtype: torch.dtype | None = None) -> PixelDiffusionPrior:
+    """The shipped embedded prior on ``device`` (dtype: default float32; the model is small).
+
+    Its ``name`` is ``"embedded"`` (recorded in job.json).
+    """
+    return load_pixel_prior(EMBEDDED_MODEL_DIR, device, dtype, name="embedded")
