@@ -44,9 +44,19 @@ class NvdiffrastRasterizer:
 
     def __call__(self, clip: torch.Tensor, faces: torch.Tensor, H: int, W: int) -> tuple[torch.Tensor, torch.Tensor]:
         """clip (B,V,4) float, faces (F,3) int -> tri_id (B,H,W) int64 (-1 background), bary (B,H,W,3) float32."""
-        pos = clip.to(self.device, torch.float32).contiguous()
+        pos = clip.to(self.device, torch.float64)
+        # The CUDA rasterizer works on 8x8 tiles: rasterize a viewport padded to multiples of 8 and
+        # map NDC so the requested image is its bottom-left H x W block (nvdiffrast rows go up).
+        H8, W8 = -(-H // 8) * 8, -(-W // 8) * 8
+        if (H8, W8) != (H, W):
+            w = pos[..., 3]
+            pos = pos.clone()
+            pos[..., 0] = (pos[..., 0] + w) * (W / W8) - w
+            pos[..., 1] = (pos[..., 1] + w) * (H / H8) - w
+        pos = pos.to(torch.float32).contiguous()
         tri = faces.to(self.device, torch.int32).contiguous()
-        rast, _ = self._dr.rasterize(self.glctx, pos, tri, resolution=[H, W])
+        rast, _ = self._dr.rasterize(self.glctx, pos, tri, resolution=[H8, W8], grad_db=False)
+        rast = rast[:, :H, :W]
         rast = torch.flip(rast, dims=[1])  # nvdiffrast row 0 = bottom (y = -1); ours row 0 = top
         u, v = rast[..., 0], rast[..., 1]
         tri_id = rast[..., 3].round().long() - 1
