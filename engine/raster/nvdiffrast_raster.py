@@ -29,6 +29,20 @@ def nvdiffrast_status() -> tuple[bool, str]:
     return True, "ok"
 
 
+def pad_viewport(clip: torch.Tensor, H: int, W: int) -> tuple[torch.Tensor, int, int]:
+    """The CUDA rasterizer works on 8x8 tiles: remap clip positions (B,V,4) so that an H8 x W8
+    viewport (multiples of 8) holds the requested H x W image in its first H rows (counted
+    bottom-up, as nvdiffrast does) and first W columns. Returns (clip', H8, W8)."""
+    H8, W8 = -(-H // 8) * 8, -(-W // 8) * 8
+    if (H8, W8) == (H, W):
+        return clip, H, W
+    w = clip[..., 3]
+    out = clip.clone()
+    out[..., 0] = (clip[..., 0] + w) * (W / W8) - w
+    out[..., 1] = (clip[..., 1] + w) * (H / H8) - w
+    return out, H8, W8
+
+
 class NvdiffrastRasterizer:
     """Holds one ``RasterizeCudaContext`` for a CUDA device."""
 
@@ -44,15 +58,7 @@ class NvdiffrastRasterizer:
 
     def __call__(self, clip: torch.Tensor, faces: torch.Tensor, H: int, W: int) -> tuple[torch.Tensor, torch.Tensor]:
         """clip (B,V,4) float, faces (F,3) int -> tri_id (B,H,W) int64 (-1 background), bary (B,H,W,3) float32."""
-        pos = clip.to(self.device, torch.float64)
-        # The CUDA rasterizer works on 8x8 tiles: rasterize a viewport padded to multiples of 8 and
-        # map NDC so the requested image is its bottom-left H x W block (nvdiffrast rows go up).
-        H8, W8 = -(-H // 8) * 8, -(-W // 8) * 8
-        if (H8, W8) != (H, W):
-            w = pos[..., 3]
-            pos = pos.clone()
-            pos[..., 0] = (pos[..., 0] + w) * (W / W8) - w
-            pos[..., 1] = (pos[..., 1] + w) * (H / H8) - w
+        pos, H8, W8 = pad_viewport(clip.to(self.device, torch.float64), H, W)
         pos = pos.to(torch.float32).contiguous()
         tri = faces.to(self.device, torch.int32).contiguous()
         rast, _ = self._dr.rasterize(self.glctx, pos, tri, resolution=[H8, W8], grad_db=False)
