@@ -260,6 +260,8 @@ def _load_obj(path: Path, data: bytes, config: MeshConfig) -> Mesh:
         tag = parts[0]
         try:
             if tag == "v":
+                if len(parts) < 4:
+                    raise ValueError
                 verts.append([float(x) for x in parts[1:4]])
             elif tag == "vt":
                 tex.append([float(x) for x in parts[1:3]])
