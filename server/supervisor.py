@@ -26,7 +26,10 @@ from typing import Any, Callable
 
 from server.config import ServerConfig
 from server.store import TERMINAL, JobStore
-from server.worker import CANCEL_FLAG, worker_main
+from server.worker import CANCEL_FLAG, SUSPEND_FLAG, worker_main
+
+#: Seconds a running job gets to checkpoint when the server stops cleanly.
+SHUTDOWN_GRACE_S = 10.0
 
 
 def has_checkpoint(job_dir: Path) -> bool:
@@ -53,7 +56,7 @@ def describe_exit(code: int | None) -> str:
             name = signal.Signals(-code).name
         except ValueError:
             name = f"signal {-code}"
-        hint = " (often the out-of-memory killer)" if -code == signal.SIGKILL else ""
+        hint = " (often the out-of-memory killer)" if -code == getattr(signal, "SIGKILL", 9) else ""
         return f"the worker was killed by {name}{hint}"
     return f"the worker exited with code {code}"
 
@@ -276,17 +279,24 @@ class JobManager:
                 self._worker.kill()
             self._worker = _WorkerHandle(self.config.device)
         w = self._worker
+        suspend_flag = self.job_dir(job_id) / SUSPEND_FLAG
+        suspend_flag.unlink(missing_ok=True)
         try:
             w.conn.send(("run", self._payload(row, resume)))
         except (OSError, ValueError):
             pass  # detected as a death below
         cancel_deadline: float | None = None
+        stop_deadline: float | None = None
         while True:
-            if self._stop.is_set():
-                # clean shutdown: stop the worker; the job stays resumable (not a crash)
-                self._worker = None
-                w.kill()
-                self.store.requeue_after_crash(job_id, "the engine was stopped; the job resumes on the next start", count=False)
+            if self._stop.is_set() and stop_deadline is None:
+                # clean shutdown: ask the loop to checkpoint and stop (it answers "suspended")
+                stop_deadline = time.monotonic() + SHUTDOWN_GRACE_S
+                try:
+                    suspend_flag.touch()
+                except OSError:
+                    stop_deadline = 0.0
+            if stop_deadline is not None and time.monotonic() > stop_deadline:
+                self._suspend(job_id, w)
                 return
             if cancel_deadline is None:
                 raw = self.store.raw(job_id)
@@ -317,8 +327,20 @@ class JobManager:
             kind, data = message
             if self._handle_info(kind, data):
                 continue
+            if kind == "suspended":
+                self._suspend(job_id, w)
+                return
             if self._handle_job_message(job_id, kind, data):
                 return
+
+    def _suspend(self, job_id: str, w: _WorkerHandle) -> None:
+        """Clean shutdown: the job goes back to the queue (not counted as a crash) and
+        resumes from its checkpoint on the next start."""
+        self._worker = None
+        w.kill()
+        (self.job_dir(job_id) / SUSPEND_FLAG).unlink(missing_ok=True)
+        self.store.requeue_after_crash(job_id, "the engine was stopped; the job resumes on the next start", count=False)
+        self.notify(job_id)
 
     def _handle_job_message(self, job_id: str, kind: str, data: dict[str, Any]) -> bool:
         """Persist one worker message; True when the job reached a terminal state."""

@@ -9,7 +9,7 @@ server -> worker: ``("run", {job_id, job_dir, spec, model, resume})``, ``("unloa
 worker -> server: ``("hello", {device, versions, pid})``, ``("loaded", {model})``,
     ``("progress", ProgressEvent fields)``, ``("stage", {stage})``, ``("preview", {step, path})``,
     ``("succeeded", {steps_done, model_name})``, ``("failed", {error})``, ``("cancelled", {})``,
-    ``("unloaded", {model})``.
+    ``("suspended", {})`` (stopped for a clean server shutdown), ``("unloaded", {model})``.
 
 The worker dies with the server (``PR_SET_PDEATHSIG`` plus a parent-pid watchdog), so a
 killed server never leaves a process holding the GPU. Cancel is a flag file in the job
@@ -32,6 +32,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 CANCEL_FLAG = "cancel.flag"
+#: Written by the server on a clean shutdown: checkpoint, stop, answer "suspended".
+SUSPEND_FLAG = "suspend.flag"
 PREVIEW_DIR = "previews"
 
 #: Test hooks (documented in tests/server): ``module:function`` replacing the engine's
@@ -181,11 +183,12 @@ class _Worker:
 
         job_dir = Path(payload["job_dir"])
         flag = job_dir / CANCEL_FLAG
+        suspend = job_dir / SUSPEND_FLAG
         previews = job_dir / PREVIEW_DIR
         counter = {"n": 0}
 
         def should_cancel() -> bool:
-            return flag.exists()
+            return flag.exists() or suspend.exists()
 
         def on_progress(event) -> None:
             self.send("progress", dataclasses.asdict(event))
@@ -200,8 +203,11 @@ class _Worker:
             _write_png_atomic(previews / name, texture)
             self.send("preview", {"step": int(step), "path": f"{PREVIEW_DIR}/{name}"})
 
-        if should_cancel():
+        if flag.exists():
             self.send("cancelled", {})
+            return
+        if suspend.exists():
+            self.send("suspended", {})
             return
         try:
             job = TextureJob.from_dict(payload["spec"])
@@ -209,7 +215,7 @@ class _Worker:
             callbacks = JobCallbacks(on_progress=on_progress, on_stage=on_stage, on_preview=on_preview, should_cancel=should_cancel)
             result = self.run_job(job, job_dir, prior=prior, callbacks=callbacks, resume=bool(payload.get("resume")))
         except JobCancelled:
-            self.send("cancelled", {})
+            self.send("cancelled" if flag.exists() or not suspend.exists() else "suspended", {})
         except Exception as exc:  # every failure is reported; only the process dying is a crash
             self.send("failed", {"error": self.describe_failure(exc, TexbridgeError)})
         else:

@@ -131,6 +131,28 @@ def test_worker_killed_three_times_fails_the_job(tmp_path):
     assert not (srv.runtime / "engine.json").exists()  # the discovery file goes with it
 
 
+def test_clean_stop_checkpoints_and_resumes_exactly(tmp_path):
+    """SIGTERM while a job runs: the loop checkpoints its current step, the server exits 0,
+    and the next start continues from exactly that step."""
+    srv = EngineServer(tmp_path, "standin-model", standin=True, env={"TEXBRIDGE_STANDIN_STEP_S": "0.2"}).start()
+    spec = dict(TINY_SPEC, steps=12, checkpoint_every=1000)  # only the shutdown writes a checkpoint
+    with srv.client() as c:
+        job = submit(c, spec).json()
+        first = read_events(c, job["id"], until=lambda e: e[1] == "progress" and e[2]["step"] >= 3)
+    assert srv.stop() == 0
+    srv.start()
+    with srv.client() as c:
+        rest = read_events(c, job["id"], last_id=first[-1][0])
+        final = c.get(f"/v1/jobs/{job['id']}").json()
+    srv.stop()
+    before = [e[2]["step"] for e in first + rest if e[1] == "progress" and e[0] < [x for x in rest if x[1] == "started"][0][0]]
+    after = [e[2]["step"] for e in rest if e[1] == "progress" and e[0] > [x for x in rest if x[1] == "started"][0][0]]
+    requeued = [e for e in rest if e[1] == "queued"]
+    assert requeued and "stopped" in requeued[0][2]["reason"]
+    assert after[0] == before[-1] + 1 and after[-1] == 12  # not one step lost or repeated
+    assert final["state"] == "succeeded" and final["attempts"] == 2
+
+
 def _mount_tmpfs(path: Path, size: str) -> bool:
     path.mkdir(parents=True, exist_ok=True)
     if os.geteuid() != 0:
