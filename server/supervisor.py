@@ -20,6 +20,7 @@ import os
 import signal
 import threading
 import time
+import traceback
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, Callable
@@ -179,25 +180,38 @@ class JobManager:
     # -- dispatcher ----------------------------------------------------------------
     def _loop(self) -> None:
         while not self._stop.is_set():
-            self._run_commands()
-            with self._lock:
-                row = self.store.next_queued()
-                if row is not None:
-                    job_id = row["id"]
-                    resume = has_checkpoint(self.job_dir(job_id))
-                    self.store.mark_running(job_id, resume)
-                    self.running_job = job_id
-            if row is None:
-                self._ensure_worker_or_none()
-                with self._wake:
-                    if not self._commands and not self._stop.is_set():
-                        self._wake.wait(0.5)
-                continue
-            self.notify(job_id)
             try:
-                self._run_job(row, resume)
-            finally:
-                self.running_job = None
+                self._step()
+            except Exception as exc:  # the dispatcher must outlive any single failure
+                traceback.print_exc()
+                job_id, self.running_job = self.running_job, None
+                worker, self._worker = self._worker, None
+                if worker is not None:  # its messages must not leak into the next job
+                    worker.kill()
+                if job_id is not None:
+                    self.store_error(job_id, exc)
+                    self.notify(job_id)
+                time.sleep(0.5)
+
+    def _step(self) -> None:
+        """One dispatcher round: pending commands, then the next queued job (or a short wait)."""
+        self._run_commands()
+        with self._lock:
+            row = self.store.next_queued()
+            if row is not None:
+                job_id = row["id"]
+                resume = has_checkpoint(self.job_dir(job_id))
+                self.store.mark_running(job_id, resume)
+                self.running_job = job_id
+        if row is None:
+            self._ensure_worker_or_none()
+            with self._wake:
+                if not self._commands and not self._stop.is_set():
+                    self._wake.wait(0.5)
+            return
+        self.notify(job_id)
+        self._run_job(row, resume)
+        self.running_job = None
 
     def _ensure_worker_or_none(self) -> None:
         """Keep a warm worker (spawned eagerly so its imports overlap with the queue)
@@ -371,7 +385,8 @@ class JobManager:
 
     def store_error(self, job_id: str, exc: Exception) -> None:
         try:
-            self.store.finish(job_id, "failed", error=f"the server could not record the job's progress ({exc}); free disk space and resubmit")
+            self.store.finish(job_id, "failed", error=f"the server could not run or record this job ({type(exc).__name__}: {exc}); "
+                              "check free disk space and the server log, then resubmit")
         except Exception:
             pass
 
