@@ -67,8 +67,9 @@ class EngineServer:
     """``python -m server.cli serve`` in a subprocess; discovery file in its own runtime dir."""
 
     def __init__(self, root: Path, model: str, extra: list[str] | None = None, env: dict[str, str] | None = None,
-                 standin: bool = False):
+                 standin: bool = False, device: str = "cpu"):
         self.root = root
+        self.device = device
         self.standin = standin or not ENGINE_READY
         self.runtime = root / "runtime"
         self.data = root / "data"
@@ -92,7 +93,7 @@ class EngineServer:
         return env
 
     def command(self) -> list[str]:
-        return [sys.executable, "-m", "server.cli", "serve", "--port", "0", "--data-dir", str(self.data), "--model", self.model, "--device", "cpu", *self.extra]
+        return [sys.executable, "-m", "server.cli", "serve", "--port", "0", "--data-dir", str(self.data), "--model", self.model, "--device", self.device, *self.extra]
 
     def start(self, timeout: float = 60.0) -> "EngineServer":
         disc = self.runtime / "engine.json"
