@@ -3,15 +3,15 @@
 
 Documented command (the shipped weights; ~45-90 min on one shared CPU thread):
 
-    nice python scripts/train_embedded_prior.py --seed 0 --steps 1600 \
+    nice python scripts/train_embedded_prior.py --seed 0 --steps 1200 \
         --work /tmp/texbridge_embedded_train --out engine/models/embedded
 
 Resume after an interruption by adding ``--resume`` (same arguments). Data and
 noise for step ``s`` are drawn from generators seeded by ``(seed, s)``, so a
 resumed run sees exactly the batches an uninterrupted one would.
 
-Recipe: epsilon prediction, cosine betas, T = 1000, min-SNR-5 loss weighting for the
-first 500 steps then the plain epsilon loss,
+Recipe: epsilon prediction, cosine betas, T = 1000, the plain epsilon loss (L_simple;
+``--min-snr-steps N`` weights the first N steps by min-SNR-5 instead),
 AdamW (lr 1e-3, 100 warm-up steps, cosine decay to 10%), grad clip 1, EMA of the
 weights (0.998) saved as the result, caption dropped to "" for 10% of samples
 (classifier-free guidance). The (pattern family, colour pair) combinations of
@@ -44,14 +44,14 @@ from engine.procedural.world import TextureWorldConfig, held_out_combinations, m
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--steps", type=int, default=1600)
+    ap.add_argument("--steps", type=int, default=1200)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--warmup", type=int, default=100)
     ap.add_argument("--ema", type=float, default=0.998)
     ap.add_argument("--cfg-dropout", type=float, default=0.1)
     ap.add_argument("--min-snr", type=float, default=5.0)
-    ap.add_argument("--min-snr-steps", type=int, default=500,
+    ap.add_argument("--min-snr-steps", type=int, default=0,
                     help="use min-SNR weighting for the first N steps only, then the plain epsilon loss "
                          "(L_simple), which trains the low-noise end that sampling needs")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")

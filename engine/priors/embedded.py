@@ -77,10 +77,25 @@ class PixelDiffusionPrior:
         if missing:
             if len(self._cache) + len(missing) > self.config.embedding_cache_size:
                 self._cache.clear()
-            emb = self.text_encoder(tokenize(self.tokenizer, missing).to(self.device)).last_hidden_state
+            emb = self.text_encoder(self._token_ids(missing).to(self.device)).last_hidden_state
             for p, e in zip(missing, emb):
                 self._cache[p] = e
         return torch.stack([self._cache[p] for p in prompts])
+
+    def _token_ids(self, prompts: list[str]) -> torch.Tensor:
+        """(N, L) token ids of the prompts after ``clean_prompt``."""
+        return tokenize(self.tokenizer, [self.clean_prompt(p) for p in prompts])
+
+    def clean_prompt(self, prompt: str) -> str:
+        """Drop words outside the caption vocabulary, and phrases left empty.
+
+        The model never saw ``[UNK]`` in training, so unknown words (e.g. the loop's
+        ", front view" suffixes) are removed rather than encoded as noise:
+        ``"red bricks, front view"`` -> ``"red bricks"``.
+        """
+        vocab = self.tokenizer.get_vocab()
+        phrases = [" ".join(w for w in ph.lower().split() if w in vocab) for ph in prompt.split(",")]
+        return ", ".join(ph for ph in phrases if ph)
 
     # -- images ----------------------------------------------------------------------
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
