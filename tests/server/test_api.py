@@ -192,3 +192,37 @@ def test_committed_openapi_matches_the_app():
 
     committed = json.loads((REPO / "docs" / "openapi.json").read_text())
     assert committed == json.loads(json.dumps(openapi_document())), "regenerate: python -m server.app --write-openapi docs/openapi.json"
+
+
+@pytest.mark.parametrize("kind", ["obj", "glb"])
+def test_valid_obj_and_glb_meshes_run(client, tmp_path, kind):
+    from tests.server.conftest import cube_arrays
+    from tests.server.standin_engine import _write_glb
+
+    a = cube_arrays()
+    if kind == "obj":
+        lines = [f"v {x} {y} {z}" for x, y, z in a["positions"]]
+        lines += [f"vt {u} {v}" for u, v in a["uvs"].reshape(-1, 2)]
+        lines += [f"f {f[0] + 1}/{3 * i + 1} {f[1] + 1}/{3 * i + 2} {f[2] + 1}/{3 * i + 3}" for i, f in enumerate(a["faces"])]
+        data = ("\n".join(lines) + "\n").encode()
+    else:
+        _write_glb(tmp_path / "m.glb", a["positions"][a["faces"]].reshape(-1, 3), a["uvs"].reshape(-1, 2))
+        data = (tmp_path / "m.glb").read_bytes()
+    r = submit(client, mesh=data, filename=f"cube.{kind}")
+    assert r.status_code == 201, r.text
+    assert r.json()["spec"]["mesh"].endswith(f"inputs/mesh.{kind}")
+    events = read_events(client, r.json()["id"])
+    assert events[-1][1] == "succeeded", events[-1]
+
+
+def test_missing_texture_and_results_are_404(client):
+    job = submit(client, dict(TINY_SPEC, steps=400)).json()
+    read_events(client, job["id"], until=lambda e: e[1] == "started")
+    r = client.get(f"/v1/jobs/{job['id']}/results/textured.glb")
+    assert r.status_code == 404 and "succeeded" in r.json()["error"]
+    r = client.get(f"/v1/jobs/{job['id']}/texture", params={"version": 99})
+    assert r.status_code == 404 and "version 99" in r.json()["error"]
+    client.post(f"/v1/jobs/{job['id']}/cancel")
+    assert read_events(client, job["id"])[-1][1] == "cancelled"
+    r = client.post("/v1/jobs", content=b"", headers={"content-type": "application/json"})
+    assert r.status_code == 400 and "multipart" in r.json()["error"]
