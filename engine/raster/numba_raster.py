@@ -164,36 +164,38 @@ def _raster_bands(coef, bbox, start, items, band_rows, uvs, normals, attrs, zbuf
                 e1 = b1 * py + c1
                 e2 = b2 * py + c2
                 eq = qb * py + qc
-                # conservative span of this row (one pixel of slack each side; the exact test below decides)
-                lo = xa - 0.5
-                hi = xb + 1.5
-                if a0 > 0.0:
-                    lo = max(lo, -e0 * ia0)
-                elif a0 < 0.0:
-                    hi = min(hi, -e0 * ia0)
-                elif e0 < 0.0:
-                    continue
-                if a1 > 0.0:
-                    lo = max(lo, -e1 * ia1)
-                elif a1 < 0.0:
-                    hi = min(hi, -e1 * ia1)
-                elif e1 < 0.0:
-                    continue
-                if a2 > 0.0:
-                    lo = max(lo, -e2 * ia2)
-                elif a2 < 0.0:
-                    hi = min(hi, -e2 * ia2)
-                elif e2 < 0.0:
-                    continue
-                sx = max(xa, int(lo - 0.5) - 1)
-                ex = min(xb, int(hi - 0.5) + 1)
-                for x in range(sx, ex + 1):
+                sx = xa
+                ex = xb
+                if xb - xa >= 8:  # wide triangle: conservative span of this row (one pixel of slack)
+                    lo = xa - 0.5
+                    hi = xb + 1.5
+                    if a0 > 0.0:
+                        lo = max(lo, -e0 * ia0)
+                    elif a0 < 0.0:
+                        hi = min(hi, -e0 * ia0)
+                    elif e0 < 0.0:
+                        continue
+                    if a1 > 0.0:
+                        lo = max(lo, -e1 * ia1)
+                    elif a1 < 0.0:
+                        hi = min(hi, -e1 * ia1)
+                    elif e1 < 0.0:
+                        continue
+                    if a2 > 0.0:
+                        lo = max(lo, -e2 * ia2)
+                    elif a2 < 0.0:
+                        hi = min(hi, -e2 * ia2)
+                    elif e2 < 0.0:
+                        continue
+                    sx = max(xa, int(lo - 0.5) - 1)
+                    ex = min(xb, int(hi - 0.5) + 1)
+                for x in range(sx, ex + 1):  # exact test, written without branches
                     px = x + 0.5
-                    if a0 * px + e0 >= 0.0 and a1 * px + e1 >= 0.0 and a2 * px + e2 >= 0.0:
-                        q = qa * px + eq
-                        if q > zbuf[y, x]:
-                            zbuf[y, x] = q
-                            tri_id[y, x] = t
+                    q = qa * px + eq
+                    zo = zbuf[y, x]
+                    take = (a0 * px + e0 >= 0.0) & (a1 * px + e1 >= 0.0) & (a2 * px + e2 >= 0.0) & (q > zo)
+                    zbuf[y, x] = q if take else zo
+                    tri_id[y, x] = t if take else tri_id[y, x]
         # resolve: b_i = l_i q_i / s (q = 1/w, s = sum l_j q_j), depth = 1/s,
         # db_i/dx = (A_i q_i - b_i sum_j A_j q_j) / s (and B for y)
         for y in range(r0, r1 + 1):
