@@ -200,7 +200,11 @@ class _Worker:
             previews.mkdir(parents=True, exist_ok=True)
             counter["n"] += 1
             name = f"step_{int(step):07d}_{os.getpid()}_{counter['n']}.png"
-            _write_png_atomic(previews / name, texture)
+            runner_snapshot = job_dir / "progress" / f"step_{int(step):06d}.png"
+            try:  # share the runner's own snapshot (no extra disk; a resume replaces its inode, not ours)
+                os.link(runner_snapshot, previews / name)
+            except OSError:
+                _write_png_atomic(previews / name, texture)
             self.send("preview", {"step": int(step), "path": f"{PREVIEW_DIR}/{name}"})
 
         if flag.exists():
