@@ -226,3 +226,15 @@ def test_missing_texture_and_results_are_404(client):
     assert read_events(client, job["id"])[-1][1] == "cancelled"
     r = client.post("/v1/jobs", content=b"", headers={"content-type": "application/json"})
     assert r.status_code == 400 and "multipart" in r.json()["error"]
+
+
+def test_init_texture_is_stored_in_the_job_folder(server, client):
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 64), (200, 10, 10)).save(buf, format="PNG")
+    r = submit(client, dict(TINY_SPEC, init_texture="/etc/passwd"), init_texture=buf.getvalue())
+    assert r.status_code == 201, r.text
+    job = r.json()
+    stored = server.data / "jobs" / job["id"] / "inputs" / "init_texture.png"
+    assert job["spec"]["init_texture"] == str(stored)
+    assert stored.read_bytes() == buf.getvalue()
+    assert read_events(client, job["id"])[-1][1] == "succeeded"
