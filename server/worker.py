@@ -144,13 +144,13 @@ class _Worker:
         self.prior = None
         self.prior_model = None
         gc.collect()
-        try:
-            import torch
-
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-        except Exception:  # pragma: no cover
-            pass
+        torch = sys.modules.get("torch")  # nothing to free if torch was never imported
+        if torch is not None:
+            try:
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+            except Exception:  # pragma: no cover
+                pass
         return model
 
     def ensure_prior(self, model: str):
