@@ -99,3 +99,20 @@ def test_texel_mask_limits_changes(prior, views, tmp_path):
     outside = ~mask.numpy()
     assert np.allclose(r.texture[outside], init_q[outside], atol=1e-6)
     assert np.abs(r.texture[mask.numpy()] - init_q[mask.numpy()]).max() > 1e-3
+
+
+@pytest.mark.gpu
+def test_cuda_fp16_steps(tiny_sd_dir, tmp_path):
+    """fp16 prior on CUDA, texture and G-buffers on the GPU, CPU generator: a few finite steps."""
+    p = load_prior(str(tiny_sd_dir), "cuda")
+    assert p.dtype == torch.float16
+    cams = sample_orbit(OrbitConfig(), 8, torch.Generator().manual_seed(0))
+    v = ViewCache.build(RasterContext(device="cuda"), cube_mesh(), cams, 64)
+    r = optimize_texture(prior=p, views=v, guidance=GuidanceConfig(stage_two_start=2),
+                         config=OptimizeConfig(steps=4, views_per_step=4, learning_rate=0.05, seed=0),
+                         prompt="a wooden crate", checkpoint_path=tmp_path / "ck.pt", texture_size=SIZE)
+    assert np.isfinite(r.texture).all() and not np.allclose(r.texture, 0.5)
+    resumed = optimize_texture(prior=p, views=v, guidance=GuidanceConfig(stage_two_start=2),
+                               config=OptimizeConfig(steps=6, views_per_step=4, learning_rate=0.05, seed=0),
+                               prompt="a wooden crate", checkpoint_path=tmp_path / "ck.pt", resume=True, texture_size=SIZE)
+    assert resumed.steps_done == 6
