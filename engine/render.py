@@ -29,6 +29,7 @@ from engine.cameras import Cameras
 from engine.errors import SpecError
 from engine.mesh import Mesh
 from engine.raster import GBuffer, RasterContext, rasterize
+from engine.raster.kernel_lock import NUMBA_LOCK
 
 
 class FilterMode(str, Enum):
@@ -183,10 +184,11 @@ class _NumbaMipRender(torch.autograd.Function):
         c = texture.shape[2]
         tex = texture.detach().contiguous().numpy().reshape(-1, c)
         lo = np.empty((rows - tex.shape[0], c), dtype=np.float32)
-        if levels > 1:
-            build_levels(tex, sizes, offsets, lo)
         out = background_rows.detach().contiguous().clone()
-        gather_forward(tex, lo, pixels.numpy(), index.numpy(), weight.numpy(), out.numpy())
+        with NUMBA_LOCK:
+            if levels > 1:
+                build_levels(tex, sizes, offsets, lo)
+            gather_forward(tex, lo, pixels.numpy(), index.numpy(), weight.numpy(), out.numpy())
         ctx.save_for_backward(pixels, index, weight)
         ctx.meta = (sizes, offsets, rows, tuple(texture.shape))
         return out
@@ -200,9 +202,10 @@ class _NumbaMipRender(torch.autograd.Function):
         n0 = shape[0] * shape[1]
         g0 = np.zeros((n0, shape[2]), dtype=np.float32)
         glo = np.zeros((rows - n0, shape[2]), dtype=np.float32)
-        gather_backward(grad.contiguous().numpy(), pixels.numpy(), index.numpy(), weight.numpy(), g0, glo)
-        if len(sizes) > 1:
-            collapse_levels(sizes, offsets, g0, glo)
+        with NUMBA_LOCK:
+            gather_backward(grad.contiguous().numpy(), pixels.numpy(), index.numpy(), weight.numpy(), g0, glo)
+            if len(sizes) > 1:
+                collapse_levels(sizes, offsets, g0, glo)
         return torch.from_numpy(g0).view(shape), None, None, None, None, None
 
 

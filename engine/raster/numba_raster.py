@@ -18,6 +18,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from engine.raster.kernel_lock import NUMBA_LOCK
+
 BAND_ROWS = 16
 
 
@@ -274,11 +276,12 @@ def rasterize_numba(clip: np.ndarray, faces: np.ndarray, H: int, W: int, uvs: np
     n_bands = (H + BAND_ROWS - 1) // BAND_ROWS
     for b in range(B):
         cl = np.ascontiguousarray(clip[b], dtype=np.float64)
-        _setup(cl, faces, H, W, coef, bbox)
-        start, items = _bin(bbox, n_bands, BAND_ROWS)
         ab = b if attrs else 0
-        _raster_bands(coef, bbox, start, items, BAND_ROWS, uvs, normals, attrs, zbuf, out["tri_id"][b],
-                      out["bary"][b], out["depth"][b], out["uv"][ab], out["normal"][ab], out["uv_da"][ab])
+        with NUMBA_LOCK:
+            _setup(cl, faces, H, W, coef, bbox)
+            start, items = _bin(bbox, n_bands, BAND_ROWS)
+            _raster_bands(coef, bbox, start, items, BAND_ROWS, uvs, normals, attrs, zbuf, out["tri_id"][b],
+                          out["bary"][b], out["depth"][b], out["uv"][ab], out["normal"][ab], out["uv_da"][ab])
     if not attrs:
         for k in ("uv", "normal", "uv_da"):
             del out[k]
@@ -340,5 +343,6 @@ def uv_coverage(uvs: np.ndarray, size: int, radius: float = 0.75) -> np.ndarray:
     tile = np.floor(uv.min(axis=1, keepdims=True))
     uv = uv - tile
     out = np.zeros((size, size), dtype=np.bool_)
-    _uv_coverage(uv, size, float(radius), out)
+    with NUMBA_LOCK:
+        _uv_coverage(uv, size, float(radius), out)
     return out
