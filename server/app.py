@@ -8,9 +8,7 @@ docs/openapi.json.
 from __future__ import annotations
 
 import asyncio
-import io
 import re
-import uuid
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -234,10 +232,6 @@ def create_app(config: ServerConfig, store: JobStore, manager: JobManager, hub: 
     app = GuardMiddleware(guarded, token=config.token, host_allow_list=host_list, allowed_origins=config.allowed_origins)
     app.fastapi = api  # type: ignore[attr-defined]
     return app
-
-
-def new_job_id() -> str:
-    return uuid.uuid4().hex
 
 
 def openapi_document() -> dict[str, Any]:
