@@ -41,7 +41,7 @@ def report() -> list[tuple[str, str]]:
     try:
         import numba
 
-        rows.append(("numba backend", f"available (numba {numba.__version__})"))
+        rows.append(("numba backend", f"available (numba {numba.__version__}, {numba.config.NUMBA_NUM_THREADS} threads)"))
     except Exception as exc:  # pragma: no cover
         rows.append(("numba backend", f"unavailable ({type(exc).__name__})"))
     ok, reason = nvdiffrast_status()
