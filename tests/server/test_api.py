@@ -30,6 +30,20 @@ def test_idempotent_submit(client):
     read_events(client, c.json()["id"])
 
 
+def test_concurrent_submits_with_one_key_make_one_job(server, client):
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(6) as pool:
+        rs = list(pool.map(lambda _: submit(client, key="concurrent-key"), range(6)))
+    assert sorted(r.status_code for r in rs) == [200] * 5 + [201]
+    assert len({r.json()["id"] for r in rs}) == 1
+    jobs = [j for j in client.get("/v1/jobs").json()["jobs"] if j["id"] == rs[0].json()["id"]]
+    assert len(jobs) == 1
+    read_events(client, jobs[0]["id"])
+    folders = {p.name for p in (server.data / "jobs").iterdir()}
+    assert folders == {j["id"] for j in client.get("/v1/jobs").json()["jobs"]}  # the losers left nothing behind
+
+
 def test_list_get_and_delete(server, client):
     job = submit(client).json()
     events = read_events(client, job["id"])
