@@ -195,19 +195,28 @@ def _load_single_file(path: str, device: torch.device, dtype: torch.dtype, confi
 
     kwargs = _pipeline_kwargs(dtype)
     kwargs.pop("use_safetensors")
+    # Component configs: the given ones; else what diffusers infers from the checkpoint's keys
+    # (fetched, or from the cache when offline); else SD 2.1-base's when cached.
+    candidates: list[str | None] = [config] if config is not None else [None]
     if config is None and is_cached(DEFAULT_HUB_MODEL):
-        config = DEFAULT_HUB_MODEL  # component configs of SD 2.x-base from the cache
-    try:
-        with _quiet_diffusers():
-            pipe = StableDiffusionPipeline.from_single_file(
-                path, config=config, local_files_only=hub_offline() or config is not None, cache_dir=str(hub_cache_dir()), **kwargs
-            )
-    except Exception as exc:  # diffusers raises many types for unusable checkpoints
+        candidates.append(DEFAULT_HUB_MODEL)
+    pipe, error = None, None
+    for cand in candidates:
+        try:
+            with _quiet_diffusers():
+                pipe = StableDiffusionPipeline.from_single_file(
+                    path, config=cand, local_files_only=hub_offline() or (cand is not None and Path(cand).is_dir()),
+                    cache_dir=str(hub_cache_dir()), **kwargs,
+                )
+            break
+        except Exception as exc:  # diffusers raises many types for unusable checkpoints
+            error = exc
+    if pipe is None:
         raise ModelNotFoundError(
-            f"could not load {p.name} as a Stable Diffusion checkpoint: {_first_line(exc)}; single-file loading needs the "
-            f"model's diffusers configs (cached hub model such as {DEFAULT_HUB_MODEL}, or network); "
+            f"could not load {p.name} as a Stable Diffusion checkpoint: {_first_line(error)}; single-file loading "
+            f"needs the model's diffusers configs (in the Hugging Face cache {hub_cache_dir()}, or network); "
             f"alternatively pass --model PATH to a diffusers folder"
-        ) from None
+        )
     return StableDiffusionPrior.from_pipeline(pipe, str(p), device, dtype)
 
 

@@ -159,3 +159,23 @@ def test_auto_without_sd_falls_back_to_embedded(tmp_path, monkeypatch, caplog):
         with pytest.raises(ModelNotFoundError, match="embedded fallback failed") as err:
             load_prior("auto", "cpu")
         assert f"huggingface-cli download {DEFAULT_HUB_MODEL}" in str(err.value)
+
+
+def test_single_file_safetensors_loads_like_the_folder(tmp_path, tiny_sd_dir, prior, monkeypatch):
+    """The tiny model written in the original (LDM) single-file layout loads through
+    diffusers' from_single_file with the folder's component configs, offline."""
+    from tests.helpers.ldm_checkpoint import write_ldm_checkpoint
+
+    f = write_ldm_checkpoint(tiny_sd_dir, tmp_path / "tiny-sd.safetensors")
+    single = load_prior(str(f), "cpu", single_file_config=str(tiny_sd_dir))
+    assert single.name == str(f.resolve()) and single.resolution == prior.resolution
+    x = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    t = torch.tensor([300])
+    e = single.encode_prompts(["a red brick wall"])
+    assert torch.equal(e, prior.encode_prompts(["a red brick wall"]))
+    assert torch.equal(single.predict_noise(x, t, e), prior.predict_noise(x, t, e))
+    # Without configs (nothing cached, offline) the error says what is needed.
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty"))
+    with pytest.raises(ModelNotFoundError, match="needs the model's diffusers configs"):
+        load_prior(str(f), "cpu")
