@@ -1,8 +1,8 @@
 """Rasterizer and texture-lookup speed.
 
 Prints ms per view for a 50,000-triangle mesh at 512 x 512 for each available backend (the
-rasterizer core: triangle id, barycentrics, depth; and the full G-buffer with UV, normal and UV
-derivatives), and the forward+backward cost of a cached-G-buffer texture lookup into a
+rasterizer core: triangle id, barycentrics, depth, with back-face culling as ``rasterize`` uses it
+for closed meshes, and without; and the full G-buffer with UV, normal and UV derivatives), and the forward+backward cost of a cached-G-buffer texture lookup into a
 1024 x 1024 texture (MIP filter, one 512 x 512 view).
 
 Goals on a 2-core CPU: <= 6 ms per view (numba core), <= 25 ms per lookup forward+backward.
@@ -27,7 +27,7 @@ def grid_sphere(nlat: int = 125, nlon: int = 200):
     uv = np.stack([P / (2 * np.pi), 1 - T / np.pi], -1).reshape(-1, 2)
     i = np.arange(nlat)[:, None] * (nlon + 1) + np.arange(nlon)[None]
     a, b, c, d = i, i + 1, i + nlon + 1, i + nlon + 2
-    faces = np.concatenate([np.stack([a, c, b], -1).reshape(-1, 3), np.stack([b, c, d], -1).reshape(-1, 3)])
+    faces = np.concatenate([np.stack([a, b, c], -1).reshape(-1, 3), np.stack([b, d, c], -1).reshape(-1, 3)])
     return pos, faces, uv[faces]
 
 
@@ -50,7 +50,12 @@ def cube_sphere(n: int = 64):
         uvs.append(np.stack([(cu + (U + 1) / 2) / 3, (cv + (V + 1) / 2) / 2], -1).reshape(-1, 2))
         i = np.arange(n)[:, None] * (n + 1) + np.arange(n)[None] + base
         a, b, c, d = i, i + 1, i + n + 1, i + n + 2
-        faces.append(np.concatenate([np.stack([a, b, d], -1).reshape(-1, 3), np.stack([a, d, c], -1).reshape(-1, 3)]))
+        fk = np.concatenate([np.stack([a, b, d], -1).reshape(-1, 3), np.stack([a, d, c], -1).reshape(-1, 3)])
+        allp = np.concatenate(pos)
+        tri = allp[fk[0]]
+        if np.dot(np.cross(tri[1] - tri[0], tri[2] - tri[0]), tri.mean(0)) < 0:
+            fk = fk[:, ::-1]  # wind every side counter-clockwise seen from outside
+        faces.append(fk)
     pos, uv, f = np.concatenate(pos), np.concatenate(uvs), np.concatenate(faces)
     return pos, f, uv[f]
 
@@ -101,16 +106,18 @@ def main() -> None:
     ctx = RasterContext(RasterBackend.NUMBA, device="cpu")
     t = ctx._mesh_tensors(mesh)
     clip = ctx.clip_positions(mesh, cams)
-    core = best_ms(lambda: rasterize_numba(clip, t["faces_np"], res, res), args.repeat) / args.views
+    core = best_ms(lambda: rasterize_numba(clip, t["faces_np"], res, res, cull=t["cull"]), args.repeat) / args.views
     print(f"numba      raster core (tri id, bary, depth): {core:7.2f} ms/view {cpu_note(args.views)}  (goal <= 6)")
+    nocull = best_ms(lambda: rasterize_numba(clip, t["faces_np"], res, res), args.repeat) / args.views
+    print(f"numba      raster core without back-face culling (open meshes): {nocull:7.2f} ms/view {cpu_note(args.views)}")
     full = best_ms(lambda: rasterize(ctx, mesh, cams, res), args.repeat) / args.views
     print(f"numba      full G-buffer (+uv, normal, uv_da): {full:7.2f} ms/view {cpu_note(args.views)}")
     cpos, cfaces, cuvs = cube_sphere()
     cmesh = mesh_from_arrays(cpos, cfaces, cuvs, up_axis="Y")
     cctx = RasterContext(RasterBackend.NUMBA, device="cpu")
     cclip = cctx.clip_positions(cmesh, cams)
-    cf = cctx._mesh_tensors(cmesh)["faces_np"]
-    core2 = best_ms(lambda: rasterize_numba(cclip, cf, res, res), args.repeat) / args.views
+    ct = cctx._mesh_tensors(cmesh)
+    core2 = best_ms(lambda: rasterize_numba(cclip, ct["faces_np"], res, res, cull=ct["cull"]), args.repeat) / args.views
     print(f"numba      raster core, {cmesh.num_triangles}-triangle cube sphere (no slivers): "
           f"{core2:7.2f} ms/view {cpu_note(args.views)}")
 

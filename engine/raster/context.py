@@ -33,16 +33,47 @@ def resolve_backend(backend: RasterBackend | str, device: torch.device) -> Raste
     return backend
 
 
+def closed_orientation(positions: np.ndarray, faces: np.ndarray) -> int:
+    """+1: the mesh is closed with consistent outward (counter-clockwise) winding; -1: closed and
+    wound inward; 0: open, non-manifold or inconsistently wound.
+
+    Vertices at the same position (to 1e-7 of the mesh size) are welded first (UV seams split
+    vertices) and zero-area faces are ignored. Closed means every directed edge appears once and its reverse once.
+    """
+    p = np.asarray(positions, dtype=np.float64)
+    scale = float(np.abs(p).max()) or 1.0
+    _, inv = np.unique(np.round(p / (scale * 1e-7)).astype(np.int64), axis=0, return_inverse=True)
+    f = inv.reshape(-1)[faces]
+    f = f[(f[:, 0] != f[:, 1]) & (f[:, 1] != f[:, 2]) & (f[:, 0] != f[:, 2])]
+    if len(f) < 4:
+        return 0
+    n = int(f.max()) + 1
+    a = f.reshape(-1)
+    b = f[:, [1, 2, 0]].reshape(-1)
+    fwd = np.sort(a * n + b)
+    if (np.diff(fwd) == 0).any():
+        return 0  # an edge used twice in the same direction: non-manifold or flipped faces
+    if not np.array_equal(fwd, np.sort(b * n + a)):
+        return 0  # a boundary edge: open mesh
+    p = positions.astype(np.float64)[faces]
+    volume = np.einsum("ij,ij->i", p[:, 0], np.cross(p[:, 1], p[:, 2])).sum() / 6.0
+    return 1 if volume > 0 else (-1 if volume < 0 else 0)
+
+
 class RasterContext:
     """Explicit rasterizer context: a resolved backend and the device its G-buffers live on.
 
     backend: AUTO | NUMBA | NVDIFFRAST (``.backend`` holds the resolved one).
     device: "cpu", "cuda[:n]" or "auto" (CUDA when available). The numba backend rasterizes on
         the CPU and moves the G-buffer to ``device``. NVDIFFRAST on a CPU device uses "cuda".
+    cull_closed: numba backend only: skip back faces of closed meshes (``closed_orientation``),
+        which are hidden when the camera is outside the mesh (always so for orbit cameras, which
+        stay outside the unit sphere). The G-buffer is the same, the work about halves.
     """
 
-    def __init__(self, backend: RasterBackend | str = RasterBackend.AUTO, device="cpu"):
+    def __init__(self, backend: RasterBackend | str = RasterBackend.AUTO, device="cpu", cull_closed: bool = True):
         dev = _resolve_device(device)
+        self.cull_closed = cull_closed
         self.backend = resolve_backend(backend, dev)
         self._nv = None
         if self.backend is RasterBackend.NVDIFFRAST:
@@ -66,6 +97,7 @@ class RasterContext:
             "uvs": torch.from_numpy(mesh.uvs).to(self.device),
             "normals_np": face_normals(pos, mesh.faces),
             "uvs_np": np.ascontiguousarray(mesh.uvs, dtype=np.float32),
+            "cull": closed_orientation(pos, mesh.faces) if self.cull_closed else 0,
         }
         t["normals"] = torch.from_numpy(t["normals_np"]).to(self.device)
         self._mesh_cache = (mesh, t)
@@ -92,7 +124,7 @@ def rasterize(ctx: RasterContext, mesh: Mesh, cameras: Cameras, resolution: int 
         return build_gbuffer(tri_id, bary, clip_t, t["faces"], t["uvs"], t["normals"])
     from engine.raster.numba_raster import rasterize_numba
 
-    o = rasterize_numba(clip, t["faces_np"], H, W, t["uvs_np"], t["normals_np"])
+    o = rasterize_numba(clip, t["faces_np"], H, W, t["uvs_np"], t["normals_np"], cull=t["cull"])
     g = {k: torch.from_numpy(v).to(ctx.device) for k, v in o.items()}
     tri_id = g.pop("tri_id").long()
     return GBuffer(mask=tri_id >= 0, tri_id=tri_id, **g)

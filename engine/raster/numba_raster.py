@@ -27,8 +27,11 @@ NCOEF = 15  # per triangle: l0, l1, l2 planes (A, B, C) | q = 1/w plane (A, B, C
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
-def _setup(clip, faces, H, W, coef, bbox):
+def _setup(clip, faces, H, W, cull, coef, bbox):
     """clip (V,4) f64, faces (F,3) i64 -> coef (F,15) f64 (see NCOEF), bbox (F,4) i32.
+
+    cull: 0 = keep all triangles; +1 / -1 = skip triangles whose screen-space signed area
+    (y down) has that sign (+1 skips back faces of counter-clockwise meshes).
 
     l_i(px, py) = A_i px + B_i py + C_i are the screen-space (linear) barycentrics in pixel units;
     bbox = (x0, x1, y0, y1) inclusive pixel range; x0 > x1 marks a skipped triangle.
@@ -66,7 +69,7 @@ def _setup(clip, faces, H, W, coef, bbox):
         if px0 > px1 or py0 > py1:
             continue  # covers no pixel centre
         area = (x1 - x0) * (y2 - y0) - (x2 - x0) * (y1 - y0)
-        if abs(area) < 1e-12:
+        if abs(area) < 1e-12 or cull * area > 0.0:
             continue
         inv = 1.0 / area
         # l0 from edge 1->2, l1 from edge 2->0, l2 from edge 0->1
@@ -255,8 +258,9 @@ def _raster_bands(coef, bbox, start, items, band_rows, uvs, normals, attrs, zbuf
 
 
 def rasterize_numba(clip: np.ndarray, faces: np.ndarray, H: int, W: int, uvs: np.ndarray | None = None,
-                    normals: np.ndarray | None = None) -> dict[str, np.ndarray]:
+                    normals: np.ndarray | None = None, cull: int = 0) -> dict[str, np.ndarray]:
     """clip (B,V,4) float64 clip-space positions, faces (F,3) int64; uvs (F,3,2), normals (F,3) or None.
+    cull: 0 none; +1 skip back faces (counter-clockwise = front); -1 skip front faces.
 
     Returns tri_id (B,H,W) int32 (-1 background), bary (B,H,W,3), depth (B,H,W) (view-space w),
     and, when ``uvs`` is given, uv (B,H,W,2), normal (B,H,W,3), uv_da (B,H,W,4) (float32, see ``GBuffer``).
@@ -278,7 +282,7 @@ def rasterize_numba(clip: np.ndarray, faces: np.ndarray, H: int, W: int, uvs: np
         cl = np.ascontiguousarray(clip[b], dtype=np.float64)
         ab = b if attrs else 0
         with NUMBA_LOCK:
-            _setup(cl, faces, H, W, coef, bbox)
+            _setup(cl, faces, H, W, float(cull), coef, bbox)
             start, items = _bin(bbox, n_bands, BAND_ROWS)
             _raster_bands(coef, bbox, start, items, BAND_ROWS, uvs, normals, attrs, zbuf, out["tri_id"][b],
                           out["bary"][b], out["depth"][b], out["uv"][ab], out["normal"][ab], out["uv_da"][ab])

@@ -210,3 +210,28 @@ def test_nvdiffrast_viewport_padding_math(ctx):
     # rows counted top-down here: the block is the last H rows
     assert np.array_equal(big["tri_id"][:, H8 - H :, :W], ref["tri_id"])
     assert np.allclose(big["bary"][:, H8 - H :, :W], ref["bary"], atol=1e-5)
+
+
+def test_closed_mesh_back_face_culling_changes_nothing():
+    """Closed meshes skip hidden back faces (less work); the G-buffer stays the same."""
+    import trimesh
+
+    from engine.assets import SAMPLE_MESH
+    from engine.cameras import fixed_views
+    from engine.mesh import load_mesh, mesh_from_arrays
+    from engine.raster.context import closed_orientation
+
+    s = trimesh.creation.icosphere(subdivisions=3)
+    inward = mesh_from_arrays(s.vertices, s.faces[:, ::-1], np.zeros((len(s.faces), 3, 2)), up_axis="Y")
+    sample = load_mesh(SAMPLE_MESH)
+    open_mesh = raw_mesh(*quad(0.5))
+    assert closed_orientation(sample.positions, sample.faces) == 1  # UV seams do not open it
+    assert closed_orientation(inward.positions, inward.faces) == -1
+    assert closed_orientation(open_mesh.positions, open_mesh.faces) == 0
+    cams = fixed_views(4)
+    for mesh in (sample, inward):
+        culled = rasterize(RasterContext(RasterBackend.NUMBA, cull_closed=True), mesh, cams, 96)
+        full = rasterize(RasterContext(RasterBackend.NUMBA, cull_closed=False), mesh, cams, 96)
+        same = culled.tri_id == full.tri_id
+        assert same.float().mean() > 0.999
+        assert torch.allclose(culled.uv[same], full.uv[same])
