@@ -128,14 +128,22 @@ def progress_callbacks(total: int, quiet: bool, cancel=None, desc: str = "textur
         return JobCallbacks(should_cancel=cancel), lambda: None
     from tqdm import tqdm
 
-    bar = tqdm(total=total, desc=desc, unit="step", dynamic_ncols=True, file=sys.stderr)
+    state: dict = {}  # the bar starts at the first step, after model loading and view caching
 
     def on_progress(ev) -> None:
+        bar = state.get("bar")
+        if bar is None:
+            bar = state["bar"] = tqdm(total=total, initial=ev.step - 1, desc=desc, unit="step",
+                                      dynamic_ncols=True, file=sys.stderr)
         bar.n = ev.step
         bar.set_postfix(stage=ev.stage, t=ev.t, loss=f"{ev.loss:.4g}", refresh=False)
         bar.refresh()
 
-    return JobCallbacks(on_progress=on_progress, should_cancel=cancel), bar.close
+    def close() -> None:
+        if "bar" in state:
+            state.pop("bar").close()
+
+    return JobCallbacks(on_progress=on_progress, should_cancel=cancel), close
 
 
 def configure_logging() -> None:

@@ -228,7 +228,8 @@ def _load_embedded(device: torch.device, dtype: torch.dtype | None):
             f"the embedded model is not available in this install ({_first_line(exc)}); "
             f"fix: `huggingface-cli download {DEFAULT_HUB_MODEL}` or --model PATH"
         ) from None
-    return load_embedded_prior(device, dtype)
+    with _quiet_diffusers():
+        return load_embedded_prior(device, dtype)
 
 
 def load_prior(model: str, device: str | torch.device = "auto", dtype: torch.dtype | None = None, *, single_file_config: str | None = None):
