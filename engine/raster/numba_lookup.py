@@ -2,8 +2,8 @@
 
 The lookup table is the texture (level 0, rows 0..n0-1, read in place, never copied) followed
 by its mip levels 1.. stored in ``lo`` (row r >= n0 lives at ``lo[r - n0]``). Forward: build
-``lo`` (parallel), gather K weighted taps per pixel (parallel). Backward: scatter-add in pixel
-order on one thread (deterministic, no write races), then push level gradients down to level 0.
+``lo``, gather K weighted taps per pixel. Backward: scatter-add in pixel order (deterministic),
+then push level gradients down to level 0. All on one thread by default (see ``PARALLEL``).
 """
 
 from __future__ import annotations
@@ -64,7 +64,16 @@ def _up_serial(src, s0, dst, d0, h, w, pw):
                 dst[a + pw + 1, ch] += g
 
 
-PARALLEL_MIN_TEXELS = 128 * 128  # smaller levels run on one thread
+#: Only the finest derived level (level 1, a quarter of the texture) runs in parallel, if it has at
+#: least this many texels; the others (a twelfth of the texture together) run on one thread, so a
+#: lookup makes few parallel launches (each can stall when the machine is oversubscribed).
+PARALLEL_MIN_TEXELS = 128 * 128
+
+#: The lookup runs between torch ops every step (torch keeps its own OpenMP pool busy); on the
+#: shared 2-core test machine parallel launches here were slower than one thread, and a quiet
+#: machine would gain at most about a third of the lookup. Off by default (the gather and the
+#: deterministic scatter are always serial); set True to build/collapse level 1 in parallel.
+PARALLEL = False
 
 
 def build_levels(tex, sizes, offsets, lo):
@@ -75,7 +84,7 @@ def build_levels(tex, sizes, offsets, lo):
     n0 = int(offsets[1])
     for lv in range(1, sizes.shape[0]):
         h, w, pw = int(sizes[lv, 0]), int(sizes[lv, 1]), int(sizes[lv - 1, 1])
-        down = _down if h * w >= PARALLEL_MIN_TEXELS else _down_serial
+        down = _down if PARALLEL and lv == 1 and h * w >= PARALLEL_MIN_TEXELS else _down_serial
         if lv == 1:
             down(tex, 0, lo, int(offsets[1]) - n0, h, w, pw)
         else:
@@ -87,14 +96,14 @@ def collapse_levels(sizes, offsets, g0, glo):
     n0 = int(offsets[1])
     for lv in range(sizes.shape[0] - 1, 0, -1):
         h, w, pw = int(sizes[lv, 0]), int(sizes[lv, 1]), int(sizes[lv - 1, 1])
-        up = _up if h * w >= PARALLEL_MIN_TEXELS else _up_serial
+        up = _up if PARALLEL and lv == 1 and h * w >= PARALLEL_MIN_TEXELS else _up_serial
         if lv == 1:
             up(glo, int(offsets[1]) - n0, g0, 0, h, w, pw)
         else:
             up(glo, int(offsets[lv]) - n0, glo, int(offsets[lv - 1]) - n0, h, w, pw)
 
 
-@njit(cache=True, parallel=True, error_model="numpy")
+@njit(cache=True, error_model="numpy")
 def gather_forward(tex, lo, pixels, index, weight, out):
     """out[pixels[i]] (rows of a (B*H*W, C) image) = sum_k weight[i,k] * table[index[i,k]],
     table = tex (rows < n0) then lo. Rows of ``out`` not in ``pixels`` are left as they are."""
@@ -102,7 +111,7 @@ def gather_forward(tex, lo, pixels, index, weight, out):
     c = tex.shape[1]
     n0 = tex.shape[0]
     if c == 3:  # the common case: accumulate in registers
-        for i in prange(n):
+        for i in range(n):
             a0 = 0.0
             a1 = 0.0
             a2 = 0.0
@@ -123,7 +132,7 @@ def gather_forward(tex, lo, pixels, index, weight, out):
             out[p, 1] = a1
             out[p, 2] = a2
         return
-    for i in prange(n):
+    for i in range(n):
         p = pixels[i]
         for ch in range(c):
             out[p, ch] = 0.0
