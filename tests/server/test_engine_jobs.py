@@ -112,17 +112,12 @@ def test_cancel_mid_run(real_server):
         assert not job_dir.exists() and c.get(f"/v1/jobs/{job['id']}").status_code == 404
 
 
-@pytest.mark.parametrize("kind", ["standin", pytest.param("real", marks=pytest.mark.slow)])
-def test_crash_recovery_worker_then_server(tmp_path, request, kind):
+def test_crash_recovery_worker_then_server(tmp_path, engine_model):
     """kill -9 the worker mid-run: the job resumes in a new worker from its checkpoint;
     then kill -9 the server mid-run and start it again: the job resumes again and succeeds.
 
-    The real-engine variant takes ~2-3 minutes of CPU diffusion here (slow tier); the stand-in
-    variant exercises the same server code (store, worker, recovery) in seconds."""
-    if kind == "real":
-        srv = EngineServer(tmp_path, request.getfixturevalue("engine_model")).start()
-    else:
-        srv = EngineServer(tmp_path, "standin-model", standin=True, env={"TEXBRIDGE_STANDIN_STEP_S": "0.3"}).start()
+    Runs the real engine with the tiny model (about a minute here)."""
+    srv = EngineServer(tmp_path, engine_model).start()
     spec = dict(TINY_SPEC, steps=8, checkpoint_every=2, preview_every=3)
     try:
         with srv.client() as c:
