@@ -46,15 +46,18 @@ def run_parsed(args: argparse.Namespace) -> int:
         return 130
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(extra: tuple[ModuleType, ...] = ()) -> argparse.ArgumentParser:
+    """The engine commands plus ``extra`` command modules (the server adds ``serve``)."""
     parser = argparse.ArgumentParser(prog="texbridge", description="Text-to-UV-texture by calibrated score distillation.")
     sub = parser.add_subparsers(dest="command", required=True)
     add_engine_commands(sub)
+    for mod in extra:
+        mod.add_parser(sub)
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def main(argv: list[str] | None = None, extra: tuple[ModuleType, ...] = ()) -> int:
+    args = build_parser(extra).parse_args(argv)
     return run_parsed(args)
 
 
