@@ -1,13 +1,9 @@
 """A real ``texbridge serve`` in a subprocess on a free loopback port, and HTTP helpers.
 
-Two kinds of server:
-- ``real_server``: the real engine (``engine.runner.run_texture_job``) with the tiny random SD
-  folder (``tiny_sd_dir``): happy path, cancel and crash recovery run through it.
-- ``server``: the worker is pointed at ``tests/server/standin_engine.py`` (test hooks
-  ``TEXBRIDGE_WORKER_RUNNER/LOADER``), a stand-in that follows the runner's contract in
-  milliseconds per step. It serves the tests of the server itself (security, API, queue
-  order under load, crash counting), which would otherwise take minutes of CPU diffusion
-  per job on this machine. Everything else (HTTP, store, worker process, SSE) is real.
+Every server here runs the real engine (``engine.runner.run_texture_job``) with the tiny
+random SD folder (``tiny_sd_dir``); tests keep their jobs tiny (few steps, 64 px render and
+texture) so a job costs about a second. ``server`` is the one shared by the session, with
+small caps for the limit tests.
 """
 
 from __future__ import annotations
@@ -16,6 +12,7 @@ import io
 import json
 import os
 import signal
+import struct
 import subprocess
 import sys
 import time
@@ -25,10 +22,7 @@ import httpx
 import numpy as np
 import pytest
 
-import engine.runner
-
 REPO = Path(__file__).resolve().parents[2]
-ENGINE_READY = hasattr(engine.runner, "run_texture_job")
 
 #: A tiny job: fast on a CPU with the tiny model.
 TINY_SPEC = {
@@ -63,14 +57,44 @@ def npz_bytes(**arrays) -> bytes:
     return buf.getvalue()
 
 
+def glb_bytes(doc: dict, binary: bytes = b"") -> bytes:
+    """A GLB container: the JSON chunk ``doc`` and, if given, the BIN chunk ``binary`` (both padded)."""
+    js = json.dumps(doc).encode()
+    js += b" " * (-len(js) % 4)
+    body = struct.pack("<I4s", len(js), b"JSON") + js
+    if binary:
+        binary += b"\0" * (-len(binary) % 4)
+        body += struct.pack("<I4s", len(binary), b"BIN\0") + binary
+    return struct.pack("<4sII", b"glTF", 2, 12 + len(body)) + body
+
+
+def uv_glb(positions: np.ndarray, uvs: np.ndarray) -> bytes:
+    """A minimal self-contained GLB: one vertex per face corner, POSITION (N, 3) + TEXCOORD_0 (N, 2), glTF v down."""
+    pos = np.ascontiguousarray(positions, np.float32)
+    uv = np.ascontiguousarray(uvs, np.float32).copy()
+    uv[:, 1] = 1.0 - uv[:, 1]
+    doc = {
+        "asset": {"version": "2.0"},
+        "buffers": [{"byteLength": pos.nbytes + uv.nbytes}],
+        "bufferViews": [{"buffer": 0, "byteOffset": 0, "byteLength": pos.nbytes}, {"buffer": 0, "byteOffset": pos.nbytes, "byteLength": uv.nbytes}],
+        "accessors": [
+            {"bufferView": 0, "componentType": 5126, "count": len(pos), "type": "VEC3", "min": pos.min(0).tolist(), "max": pos.max(0).tolist()},
+            {"bufferView": 1, "componentType": 5126, "count": len(uv), "type": "VEC2"},
+        ],
+        "meshes": [{"primitives": [{"attributes": {"POSITION": 0, "TEXCOORD_0": 1}}]}],
+        "nodes": [{"mesh": 0}],
+        "scenes": [{"nodes": [0]}],
+    }
+    return glb_bytes(doc, pos.tobytes() + uv.tobytes())
+
+
 class EngineServer:
     """``python -m server.cli serve`` in a subprocess; discovery file in its own runtime dir."""
 
     def __init__(self, root: Path, model: str, extra: list[str] | None = None, env: dict[str, str] | None = None,
-                 standin: bool = False, device: str = "cpu"):
+                 device: str = "cpu"):
         self.root = root
         self.device = device
-        self.standin = standin or not ENGINE_READY
         self.runtime = root / "runtime"
         self.data = root / "data"
         self.model = model
@@ -86,9 +110,6 @@ class EngineServer:
         env["TEXBRIDGE_RUNTIME_DIR"] = str(self.runtime)
         env["HF_HUB_OFFLINE"] = "1"
         env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
-        if self.standin:
-            env["TEXBRIDGE_WORKER_RUNNER"] = "tests.server.standin_engine:run_texture_job"
-            env["TEXBRIDGE_WORKER_LOADER"] = "tests.server.standin_engine:load_prior"
         env.update(self.env_extra)
         return env
 
@@ -198,31 +219,15 @@ def wait_for(predicate, timeout: float = 60.0, interval: float = 0.1):
     raise AssertionError("condition not reached in time")
 
 
-@pytest.fixture(scope="session")
-def engine_model(request) -> str:
-    """The tiny random SD folder when the real engine is in the tree."""
-    if ENGINE_READY:
-        return str(request.getfixturevalue("tiny_sd_dir"))
-    return "standin-model"
-
-
-#: Caps of the shared stand-in server (small, so the cap tests stay small).
-SHARED_CAPS = ["--max-body-mb", "2", "--max-vertices", "5000", "--max-triangles", "3000", "--cancel-grace", "2",
+#: Caps of the shared server (small, so the cap tests stay small).
+SHARED_CAPS = ["--max-body-mb", "2", "--max-vertices", "5000", "--max-triangles", "3000", "--cancel-grace", "30",
                "--allow-origin", "http://allowed.example"]
 
 
 @pytest.fixture(scope="session")
-def server(tmp_path_factory):
-    """A stand-in-engine server shared by the session (small caps for the limit tests)."""
-    srv = EngineServer(tmp_path_factory.mktemp("srv"), "standin-model", SHARED_CAPS, standin=True).start()
-    yield srv
-    srv.stop()
-
-
-@pytest.fixture(scope="module")
-def real_server(tmp_path_factory, engine_model):
-    """A server running the real engine with the tiny model."""
-    srv = EngineServer(tmp_path_factory.mktemp("real"), engine_model, ["--cancel-grace", "30"]).start()
+def server(tmp_path_factory, tiny_sd_dir):
+    """A real-engine server (tiny model) shared by the session (small caps for the limit tests)."""
+    srv = EngineServer(tmp_path_factory.mktemp("srv"), str(tiny_sd_dir), SHARED_CAPS).start()
     yield srv
     srv.stop()
 
@@ -234,17 +239,13 @@ def client(server):
 
 
 def checkpoint_step(job_dir: Path) -> int | None:
-    """Step stored in a job's checkpoint (real engine: latest.pt; stand-in: latest.npz)."""
+    """Step stored in a job's checkpoint (``checkpoints/latest.pt``), None if there is none."""
     pt = job_dir / "checkpoints" / "latest.pt"
-    if pt.is_file():
-        from engine.checkpoint import load_checkpoint
+    if not pt.is_file():
+        return None
+    from engine.checkpoint import load_checkpoint
 
-        return load_checkpoint(pt).step
-    npz = job_dir / "checkpoints" / "latest.npz"
-    if npz.is_file():
-        with np.load(npz) as z:
-            return int(z["step"])
-    return None
+    return load_checkpoint(pt).step
 
 
 def pid_alive(pid: int) -> bool:

@@ -1,5 +1,5 @@
-"""API behaviour over real HTTP with the stand-in engine: idempotency, listing, delete,
-unload, texture formats, crash counting, disk full, the committed OpenAPI document."""
+"""API behaviour over real HTTP with the real engine (tiny model, tiny jobs): idempotency,
+listing, delete, unload, texture formats, crash counting, disk full, the committed OpenAPI document."""
 
 from __future__ import annotations
 
@@ -60,7 +60,7 @@ def test_list_get_and_delete(server, client):
     assert client.delete(f"/v1/jobs/{job['id']}").status_code == 404
 
 
-def test_running_job_cannot_be_deleted_and_unload_waits(client):
+def test_running_job_cannot_be_deleted_and_unload_waits(server, client):
     job = submit(client, dict(TINY_SPEC, steps=400)).json()
     read_events(client, job["id"], until=lambda e: e[1] == "progress")
     r = client.delete(f"/v1/jobs/{job['id']}")
@@ -70,7 +70,7 @@ def test_running_job_cannot_be_deleted_and_unload_waits(client):
     assert client.post(f"/v1/jobs/{job['id']}/cancel").status_code == 200
     assert read_events(client, job["id"])[-1][1] == "cancelled"
     r = client.post("/v1/unload")
-    assert r.status_code == 200 and r.json() == {"unloaded": "standin-model"}
+    assert r.status_code == 200 and r.json() == {"unloaded": server.model}
     h = client.get("/v1/health").json()
     assert h["loaded_model"] is None and h["running_job"] is None
     assert client.post("/v1/unload").json() == {"unloaded": None}
@@ -87,18 +87,27 @@ def test_cancel_queued_job(client):
     assert client.post(f"/v1/jobs/{blocker['id']}/cancel").json()["state"] == "cancelled"  # idempotent
 
 
-def test_cancel_kills_a_worker_that_does_not_stop(client):
-    job = submit(client, dict(TINY_SPEC, steps=2000, prompt="wall standin:ignore-cancel")).json()
-    read_events(client, job["id"], until=lambda e: e[1] == "progress")
-    pid = client.get("/v1/health").json()["worker_pid"]
-    t0 = time.monotonic()
-    assert client.post(f"/v1/jobs/{job['id']}/cancel").json()["state"] == "running"  # until the worker stops
-    last = read_events(client, job["id"])[-1]
-    assert last[1] == "cancelled" and last[2]["killed"] is True
-    assert 1.5 < time.monotonic() - t0 < 15  # after the 2 s grace period
-    wait_for(lambda: not pid_alive(pid), 10)
-    nxt = submit(client).json()  # a fresh worker takes the next job
-    assert read_events(client, nxt["id"])[-1][1] == "succeeded"
+def test_cancel_kills_a_worker_that_does_not_stop(tmp_path, tiny_sd_dir):
+    """A worker stuck inside one step never sees the cancel flag: after the grace period the
+    server kills it. The real worker is made stuck with SIGSTOP (it then answers nothing,
+    exactly like a loop that never returns), so no stand-in engine is needed."""
+    srv = EngineServer(tmp_path, str(tiny_sd_dir), ["--cancel-grace", "2"]).start()
+    try:
+        with srv.client() as client:
+            job = submit(client, dict(TINY_SPEC, steps=2000)).json()
+            read_events(client, job["id"], until=lambda e: e[1] == "progress")
+            pid = client.get("/v1/health").json()["worker_pid"]
+            os.kill(pid, signal.SIGSTOP)
+            t0 = time.monotonic()
+            assert client.post(f"/v1/jobs/{job['id']}/cancel").json()["state"] == "running"  # until the worker stops
+            last = read_events(client, job["id"])[-1]
+            assert last[1] == "cancelled" and last[2]["killed"] is True
+            assert 1.5 < time.monotonic() - t0 < 15  # after the 2 s grace period
+            wait_for(lambda: not pid_alive(pid), 10)
+            nxt = submit(client).json()  # a fresh worker takes the next job
+            assert read_events(client, nxt["id"])[-1][1] == "succeeded"
+    finally:
+        srv.stop()
 
 
 def test_texture_versions_and_formats(client):
@@ -119,8 +128,8 @@ def test_texture_versions_and_formats(client):
     assert r.status_code == 400
 
 
-def test_worker_killed_three_times_fails_the_job(tmp_path):
-    srv = EngineServer(tmp_path, "standin-model", standin=True, env={"TEXBRIDGE_STANDIN_STEP_S": "0.2"}).start()
+def test_worker_killed_three_times_fails_the_job(tmp_path, tiny_sd_dir):
+    srv = EngineServer(tmp_path, str(tiny_sd_dir)).start()
     try:
         with srv.client() as c:
             job = submit(c, dict(TINY_SPEC, steps=500)).json()
@@ -145,11 +154,12 @@ def test_worker_killed_three_times_fails_the_job(tmp_path):
     assert not (srv.runtime / "engine.json").exists()  # the discovery file goes with it
 
 
-def test_clean_stop_checkpoints_and_resumes_exactly(tmp_path):
+def test_clean_stop_checkpoints_and_resumes_exactly(tmp_path, tiny_sd_dir):
     """SIGTERM while a job runs: the loop checkpoints its current step, the server exits 0,
     and the next start continues from exactly that step."""
-    srv = EngineServer(tmp_path, "standin-model", standin=True, env={"TEXBRIDGE_STANDIN_STEP_S": "0.2"}).start()
-    spec = dict(TINY_SPEC, steps=12, checkpoint_every=1000)  # only the shutdown writes a checkpoint
+    srv = EngineServer(tmp_path, str(tiny_sd_dir)).start()
+    steps = 30  # enough that the job is still running when SIGTERM arrives after step 3
+    spec = dict(TINY_SPEC, steps=steps, checkpoint_every=1000, preview_every=1000)  # only the shutdown writes a checkpoint
     with srv.client() as c:
         job = submit(c, spec).json()
         first = read_events(c, job["id"], until=lambda e: e[1] == "progress" and e[2]["step"] >= 3)
@@ -163,7 +173,7 @@ def test_clean_stop_checkpoints_and_resumes_exactly(tmp_path):
     after = [e[2]["step"] for e in rest if e[1] == "progress" and e[0] > [x for x in rest if x[1] == "started"][0][0]]
     requeued = [e for e in rest if e[1] == "queued"]
     assert requeued and "stopped" in requeued[0][2]["reason"]
-    assert after[0] == before[-1] + 1 and after[-1] == 12  # not one step lost or repeated
+    assert after[0] == before[-1] + 1 and after[-1] == steps  # not one step lost or repeated
     assert final["state"] == "succeeded" and final["attempts"] == 2
 
 
@@ -175,11 +185,11 @@ def _mount_tmpfs(path: Path, size: str) -> bool:
     return r.returncode == 0
 
 
-def test_disk_full_fails_the_job_cleanly(tmp_path):
+def test_disk_full_fails_the_job_cleanly(tmp_path, tiny_sd_dir):
     jobs = tmp_path / "data" / "jobs"
     if not _mount_tmpfs(jobs, "1m"):
         pytest.skip("needs root to mount a small tmpfs as the job folder")
-    srv = EngineServer(tmp_path, "standin-model", standin=True)
+    srv = EngineServer(tmp_path, str(tiny_sd_dir))
     try:
         srv.start()
         with srv.client() as c:
@@ -209,9 +219,8 @@ def test_committed_openapi_matches_the_app():
 
 
 @pytest.mark.parametrize("kind", ["obj", "glb"])
-def test_valid_obj_and_glb_meshes_run(client, tmp_path, kind):
-    from tests.server.conftest import cube_arrays
-    from tests.server.standin_engine import _write_glb
+def test_valid_obj_and_glb_meshes_run(client, kind):
+    from tests.server.conftest import cube_arrays, uv_glb
 
     a = cube_arrays()
     if kind == "obj":
@@ -220,8 +229,7 @@ def test_valid_obj_and_glb_meshes_run(client, tmp_path, kind):
         lines += [f"f {f[0] + 1}/{3 * i + 1} {f[1] + 1}/{3 * i + 2} {f[2] + 1}/{3 * i + 3}" for i, f in enumerate(a["faces"])]
         data = ("\n".join(lines) + "\n").encode()
     else:
-        _write_glb(tmp_path / "m.glb", a["positions"][a["faces"]].reshape(-1, 3), a["uvs"].reshape(-1, 2))
-        data = (tmp_path / "m.glb").read_bytes()
+        data = uv_glb(a["positions"][a["faces"]].reshape(-1, 3), a["uvs"].reshape(-1, 2))
     r = submit(client, mesh=data, filename=f"cube.{kind}")
     assert r.status_code == 201, r.text
     assert r.json()["spec"]["mesh"].endswith(f"inputs/mesh.{kind}")

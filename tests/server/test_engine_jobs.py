@@ -44,9 +44,9 @@ def _submitted_corners(a: dict) -> set[frozenset]:
     return {frozenset((tuple(np.round(p[f[i, k]].astype(float), 4)), tuple(np.round(uv[i, k].astype(float), 4))) for k in range(3)) for i in range(len(f))}
 
 
-def test_happy_path(real_server):
+def test_happy_path(server):
     arrays = cube_arrays()
-    with real_server.client() as c:
+    with server.client() as c:
         r = submit(c, dict(TINY_SPEC, steps=4), npz_bytes(**arrays))
         assert r.status_code == 201, r.text
         job = r.json()
@@ -87,9 +87,9 @@ def test_happy_path(real_server):
         assert sheet.status_code == 200 and Image.open(io.BytesIO(sheet.content)).format == "PNG"
 
 
-def test_cancel_mid_run(real_server):
+def test_cancel_mid_run(server):
     spec = dict(TINY_SPEC, steps=300, checkpoint_every=1000, preview_every=1000)
-    with real_server.client() as c, real_server.client() as c2:
+    with server.client() as c, server.client() as c2:
         job = submit(c, spec).json()
         at_cancel: list[int] = []
 
@@ -105,19 +105,19 @@ def test_cancel_mid_run(real_server):
         assert last_step <= at_cancel + 2, (at_cancel, last_step)
         final = c.get(f"/v1/jobs/{job['id']}").json()
         assert final["state"] == "cancelled" and final["step"] == last_step
-        job_dir = real_server.data / "jobs" / job["id"]
+        job_dir = server.data / "jobs" / job["id"]
         assert checkpoint_step(job_dir) == last_step  # checkpoint written on cancel (checkpoint_every=1000)
         # a cancelled job can be deleted; its folder goes with it
         assert c.delete(f"/v1/jobs/{job['id']}").status_code == 204
         assert not job_dir.exists() and c.get(f"/v1/jobs/{job['id']}").status_code == 404
 
 
-def test_crash_recovery_worker_then_server(tmp_path, engine_model):
+def test_crash_recovery_worker_then_server(tmp_path, tiny_sd_dir):
     """kill -9 the worker mid-run: the job resumes in a new worker from its checkpoint;
     then kill -9 the server mid-run and start it again: the job resumes again and succeeds.
 
     Runs the real engine with the tiny model (about a minute here)."""
-    srv = EngineServer(tmp_path, engine_model).start()
+    srv = EngineServer(tmp_path, str(tiny_sd_dir)).start()
     spec = dict(TINY_SPEC, steps=8, checkpoint_every=2, preview_every=3)
     try:
         with srv.client() as c:

@@ -1,5 +1,5 @@
 """Load: 20 jobs submitted at once all finish, strictly in order, and a client that keeps
-disconnecting and reconnecting with Last-Event-ID loses no event (stand-in engine)."""
+disconnecting and reconnecting with Last-Event-ID loses no event (real engine, tiny jobs)."""
 
 from __future__ import annotations
 

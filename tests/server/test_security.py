@@ -8,7 +8,6 @@ import json
 import os
 import socket
 import stat
-import struct
 import subprocess
 import sys
 import time
@@ -16,7 +15,7 @@ import time
 import numpy as np
 import pytest
 
-from tests.server.conftest import REPO, TINY_SPEC, cube_arrays, npz_bytes, submit
+from tests.server.conftest import REPO, TINY_SPEC, EngineServer, cube_arrays, glb_bytes, npz_bytes, submit
 
 FAKE_ID = "0" * 32
 
@@ -87,11 +86,9 @@ def test_explicitly_allowed_origin_passes(client):
     assert client.get("/v1/health", headers={"Origin": "http://allowed.example.evil"}).status_code == 403
 
 
-def test_allow_remote_with_token_warns_and_still_needs_the_token(tmp_path):
-    from tests.server.conftest import EngineServer
-
+def test_allow_remote_with_token_warns_and_still_needs_the_token(tmp_path, tiny_sd_dir):
     token = "a-long-shared-secret-for-tests"
-    srv = EngineServer(tmp_path, "standin-model", ["--host", "0.0.0.0", "--allow-remote", "--token", token], standin=True)
+    srv = EngineServer(tmp_path, str(tiny_sd_dir), ["--host", "0.0.0.0", "--allow-remote", "--token", token])
     srv.start()
     try:
         assert "warning: the engine listens on 0.0.0.0" in srv.log.read_text()
@@ -167,16 +164,6 @@ def test_npz_needing_pickle_refused(client):
     assert "pickle" in r.json()["error"]
 
 
-def _glb(doc: dict, binary: bytes = b"") -> bytes:
-    js = json.dumps(doc).encode()
-    js += b" " * (-len(js) % 4)
-    out = struct.pack("<I4s", len(js), b"JSON") + js
-    if binary:
-        binary += b"\0" * (-len(binary) % 4)
-        out += struct.pack("<I4s", len(binary), b"BIN\0") + binary
-    return struct.pack("<4sII", b"glTF", 2, 12 + len(out)) + out
-
-
 def test_glb_with_external_uri_refused(client):
     doc = {
         "asset": {"version": "2.0"},
@@ -185,12 +172,12 @@ def test_glb_with_external_uri_refused(client):
         "accessors": [{"bufferView": 0, "componentType": 5126, "count": 3, "type": "VEC3"}],
         "meshes": [{"primitives": [{"attributes": {"POSITION": 0}}]}],
     }
-    r = submit(client, mesh=_glb(doc), filename="m.glb")
+    r = submit(client, mesh=glb_bytes(doc), filename="m.glb")
     assert r.status_code == 400
     assert "external" in r.json()["error"]
     doc["buffers"] = [{"byteLength": 36}]
     doc["images"] = [{"uri": "file:///etc/passwd"}]
-    r = submit(client, mesh=_glb(doc, b"\0" * 36), filename="m.glb")
+    r = submit(client, mesh=glb_bytes(doc, b"\0" * 36), filename="m.glb")
     assert r.status_code == 400 and "external" in r.json()["error"]
 
 
