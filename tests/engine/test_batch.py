@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
 from engine.cli import main
 from engine.commands.batch import in_shard, parse_shard
@@ -16,12 +15,7 @@ from engine.runner import JobCallbacks, run_texture_job
 from tests.helpers.cube import cube_mesh
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_sharding_is_a_deterministic_partition():

@@ -16,18 +16,7 @@ from engine.priors.loading import DEFAULT_HUB_MODEL, ModelKind, ModelRef, load_p
 from engine.priors.stable_diffusion import StableDiffusionPrior
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest single-threaded (and are robust to a busy machine)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="module")
-def prior(tiny_sd_dir):
-    return load_prior(str(tiny_sd_dir), "cpu")
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_folder_loads_as_prior(prior, tiny_sd_dir):

@@ -9,31 +9,18 @@ import json
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from engine.errors import JobCancelled, SpecError
 from engine.export import save_texture_png
 from engine.job import TextureJob
-from engine.priors.loading import load_prior
 from engine.runner import JobCallbacks, run_texture_job
 from tests.helpers.cube import cell_slice, cube_mesh
 
 SIZE = 64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest single-threaded (and are robust to a busy machine)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="module")
-def prior(tiny_sd_dir):
-    return load_prior(str(tiny_sd_dir), "cpu")
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _job(tiny_sd_dir, **kw):
