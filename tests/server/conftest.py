@@ -109,6 +109,7 @@ class EngineServer:
         env = dict(os.environ)
         env["TEXBRIDGE_RUNTIME_DIR"] = str(self.runtime)
         env["HF_HUB_OFFLINE"] = "1"
+        env.setdefault("OMP_NUM_THREADS", "1")  # tiny models run fastest single-threaded on a busy CPU
         env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
         env.update(self.env_extra)
         return env

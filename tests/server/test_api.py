@@ -69,6 +69,8 @@ def test_running_job_cannot_be_deleted_and_unload_waits(server, client):
     assert client.get("/v1/health").json()["running_job"] == job["id"]
     assert client.post(f"/v1/jobs/{job['id']}/cancel").status_code == 200
     assert read_events(client, job["id"])[-1][1] == "cancelled"
+    # the terminal event is stored a moment before the dispatcher frees the worker
+    wait_for(lambda: client.get("/v1/health").json()["running_job"] is None, 10)
     r = client.post("/v1/unload")
     assert r.status_code == 200 and r.json() == {"unloaded": server.model}
     h = client.get("/v1/health").json()
@@ -158,7 +160,7 @@ def test_clean_stop_checkpoints_and_resumes_exactly(tmp_path, tiny_sd_dir):
     """SIGTERM while a job runs: the loop checkpoints its current step, the server exits 0,
     and the next start continues from exactly that step."""
     srv = EngineServer(tmp_path, str(tiny_sd_dir)).start()
-    steps = 30  # enough that the job is still running when SIGTERM arrives after step 3
+    steps = 16  # enough that the job is still running when SIGTERM arrives after step 3
     spec = dict(TINY_SPEC, steps=steps, checkpoint_every=1000, preview_every=1000)  # only the shutdown writes a checkpoint
     with srv.client() as c:
         job = submit(c, spec).json()
