@@ -85,6 +85,20 @@ def _pump_until_done(rec, timeout=TIMEOUT, each=None):
     raise AssertionError(f"job {rec.job_id} still {rec.state} after {timeout} s")
 
 
+def _start_long_job(bpy, obj):
+    """Submit a 5000-step job for ``obj`` and pump until its first step has arrived."""
+    from blender_addon import jobs, props
+
+    spec = props.spec_from_settings(bpy.context.scene.texbridge)
+    spec["steps"] = 5000
+    rec = jobs.submit(obj, spec)
+    deadline = time.monotonic() + TIMEOUT
+    while rec.step < 1 and time.monotonic() < deadline:
+        jobs.pump()
+        time.sleep(0.05)
+    return rec
+
+
 def test_generate_previews_arrive_and_material_shows_image(tb, scene, engine):
     bpy = scene
     from blender_addon import client, jobs, materials, props
@@ -134,17 +148,11 @@ def test_generate_previews_arrive_and_material_shows_image(tb, scene, engine):
 
 def test_cancel_puts_job_in_cancelled(tb, scene, engine):
     bpy = scene
-    from blender_addon import client, jobs, props
+    from blender_addon import client
 
     a = add_monkey(bpy, "A", subdiv=0)
     activate(bpy, a)
-    spec = props.spec_from_settings(bpy.context.scene.texbridge)
-    spec["steps"] = 5000
-    rec = jobs.submit(a, spec)
-    deadline = time.monotonic() + TIMEOUT
-    while rec.step < 1 and time.monotonic() < deadline:
-        jobs.pump()
-        time.sleep(0.05)
+    rec = _start_long_job(bpy, a)
     assert rec.state == "running"
     assert bpy.ops.texbridge.cancel() == {"FINISHED"}
     _pump_until_done(rec)
@@ -154,16 +162,10 @@ def test_cancel_puts_job_in_cancelled(tb, scene, engine):
 
 def test_disabling_the_addon_cancels_and_joins(tb, scene, engine):
     bpy = scene
-    from blender_addon import client, jobs, props
+    from blender_addon import client, jobs
 
     a = add_monkey(bpy, "A", subdiv=0)
-    spec = props.spec_from_settings(bpy.context.scene.texbridge)
-    spec["steps"] = 5000
-    rec = jobs.submit(a, spec)
-    deadline = time.monotonic() + TIMEOUT
-    while rec.step < 1 and time.monotonic() < deadline:
-        jobs.pump()
-        time.sleep(0.05)
+    rec = _start_long_job(bpy, a)
     tb.unregister()  # what disabling the add-on (or exiting Blender, via atexit) runs
     try:
         assert not rec.thread.is_alive() and jobs.all_jobs() == []
