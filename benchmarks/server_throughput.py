@@ -1,5 +1,5 @@
-"""Engine-server overheads, printed as numbers (no engine work: the tests' stand-in runner
-with zero seconds per step, so what is measured is the server itself).
+"""Engine-server overheads, printed as numbers (no engine work: ``benchmarks/null_engine.py``
+runs zero-second steps, so what is measured is the server itself).
 
     python benchmarks/server_throughput.py [--jobs 20] [--steps 200]
 
@@ -18,6 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.null_engine import ENV as NULL_ENGINE  # noqa: E402
 from tests.server.conftest import TINY_SPEC, EngineServer, read_events, submit  # noqa: E402
 
 
@@ -28,7 +29,7 @@ def main() -> int:
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
-        srv = EngineServer(Path(tmp), "standin-model", standin=True, env={"TEXBRIDGE_STANDIN_STEP_S": "0"}).start()
+        srv = EngineServer(Path(tmp), "null-model", env=NULL_ENGINE).start()
         startup = time.perf_counter() - t0
         try:
             with srv.client() as c:

@@ -1,0 +1,48 @@
+"""A zero-work runner for ``benchmarks/server_throughput.py`` (not used by the tests).
+
+The benchmark measures the server itself (queue, store, event streaming), so its worker is
+pointed at this module through the worker's test hooks ``TEXBRIDGE_WORKER_RUNNER/LOADER``
+(see ``server/worker.py``): the real engine cannot run a step in zero time. It follows the
+runner's callback contract (progress every step, a preview every ``preview_every``) and
+writes the final ``texture.png``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from engine.runner import JobResult, ProgressEvent
+
+ENV = {
+    "TEXBRIDGE_WORKER_RUNNER": "benchmarks.null_engine:run_texture_job",
+    "TEXBRIDGE_WORKER_LOADER": "benchmarks.null_engine:load_prior",
+}
+
+
+class NullPrior:
+    def __init__(self, name: str):
+        self.name = name
+
+    def unload(self) -> None:
+        pass
+
+
+def load_prior(model, device="auto", dtype=None):
+    return NullPrior(str(model))
+
+
+def run_texture_job(job, out_dir, *, mesh=None, prior=None, callbacks=None, resume=False):
+    from PIL import Image
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tex = np.full((job.texture_size, job.texture_size, 3), 0.5, np.float32)
+    for step in range(1, job.steps + 1):
+        if callbacks and callbacks.on_progress:
+            callbacks.on_progress(ProgressEvent(step, job.steps, 1, 500, 0.1, 0.2, 1000.0, 0.0))
+        if callbacks and callbacks.on_preview and step % job.preview_every == 0:
+            callbacks.on_preview(step, tex)
+    Image.fromarray((tex * 255).astype(np.uint8)).save(out / "texture.png")
+    return JobResult(out, out / "texture.png", out / "textured.glb", out / "preview.png", job.steps, prior.name)
