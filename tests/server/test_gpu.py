@@ -20,10 +20,10 @@ def _gpu_pids() -> set[int]:
 
 
 @pytest.mark.gpu
-def test_cuda_worker_runs_jobs_and_frees_the_gpu(tmp_path, engine_model):
+def test_cuda_worker_runs_jobs_and_frees_the_gpu(tmp_path, tiny_sd_dir):
     if shutil.which("nvidia-smi") is None:
         pytest.skip("nvidia-smi not available")
-    srv = EngineServer(tmp_path, engine_model, device="cuda").start()
+    srv = EngineServer(tmp_path, str(tiny_sd_dir), device="cuda").start()
     try:
         with srv.client() as c:
             job = submit(c, dict(TINY_SPEC, steps=4)).json()
