@@ -169,7 +169,11 @@ class JobManager:
         return True
 
     def unload(self, timeout: float = 60.0) -> dict[str, Any]:
-        if self.running_job is not None:
+        job_id = self.running_job
+        # A job whose terminal event is already stored counts as done: the dispatcher
+        # frees the worker right after storing it and then runs this command.
+        row = self.store.get(job_id) if job_id is not None else None
+        if row is not None and row["state"] == "running":
             raise EngineBusy("a job is running; cancel it or wait for it before unloading the model")
         fut: Future = Future()
         with self._wake:

@@ -69,8 +69,8 @@ def test_running_job_cannot_be_deleted_and_unload_waits(server, client):
     assert client.get("/v1/health").json()["running_job"] == job["id"]
     assert client.post(f"/v1/jobs/{job['id']}/cancel").status_code == 200
     assert read_events(client, job["id"])[-1][1] == "cancelled"
-    # the terminal event is stored a moment before the dispatcher frees the worker
-    wait_for(lambda: client.get("/v1/health").json()["running_job"] is None, 10)
+    # right after the terminal event (stored a moment before the dispatcher frees the
+    # worker), unload is accepted: it runs once the worker is free
     r = client.post("/v1/unload")
     assert r.status_code == 200 and r.json() == {"unloaded": server.model}
     h = client.get("/v1/health").json()
