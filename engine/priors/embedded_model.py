@@ -43,6 +43,10 @@ class EmbeddedModelConfig:
             embedding (diffusers ``addition_embed_type="text"``, as GLIDE), with scale-shift
             (FiLM) resnets: a global conditioning path that makes colours follow the caption
             after far fewer steps than cross-attention alone.
+        prediction_type: what the UNet predicts. ``v_prediction`` (v = sqrt(ab) eps - sqrt(1-ab) x0):
+            with epsilon prediction the loss barely sees the caption's colours at high noise
+            (an x0 error is scaled by sqrt(SNR) there), so colour conditioning is learned far
+            slower; the prior converts v to epsilon in ``predict_noise``, as the SD prior does.
         num_train_timesteps / beta_schedule: the DDPM forward process (cosine, T = 1000;
             cosine rather than SD's scaled_linear because pixel space needs alpha-bar_T ~ 0).
     """
@@ -58,6 +62,7 @@ class EmbeddedModelConfig:
     text_intermediate: int = 128
     max_length: int = 32
     pooled_text_embedding: bool = True
+    prediction_type: str = "v_prediction"
     num_train_timesteps: int = 1000
     beta_schedule: str = "squaredcos_cap_v2"
 
@@ -126,7 +131,7 @@ def build_components(config: EmbeddedModelConfig, words: list[str]):
     scheduler = DDIMScheduler(
         num_train_timesteps=config.num_train_timesteps,
         beta_schedule=config.beta_schedule,
-        prediction_type="epsilon",
+        prediction_type=config.prediction_type,
         clip_sample=True,
         set_alpha_to_one=True,
         steps_offset=0,
