@@ -26,6 +26,8 @@ from engine.priors.embedded_model import denoise, patch_size, tokenize  # noqa: 
 
 #: Where the shipped weights live (inside the package).
 EMBEDDED_MODEL_DIR = Path(__file__).resolve().parents[1] / "models" / "embedded"
+#: ``_class_name`` in a pixel-prior folder's model_index.json (how ``load_prior`` routes a folder here).
+PIXEL_PIPELINE_CLASS = "EmbeddedPixelPipeline"
 _TRAIN_HINT = "python scripts/train_embedded_prior.py --seed 0 --out engine/models/embedded"
 
 

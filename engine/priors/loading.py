@@ -12,6 +12,7 @@ A model string is one of:
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -151,14 +152,35 @@ def _load_folder(path: str, name: str, device: torch.device, dtype: torch.dtype)
 
     from engine.priors.stable_diffusion import StableDiffusionPrior
 
-    if not (Path(path) / "model_index.json").exists():
+    index = Path(path) / "model_index.json"
+    if not index.exists():
         raise ModelNotFoundError(f"folder {path!r} is not a diffusers model (no model_index.json); give a diffusers folder or a .safetensors file")
+    if _pipeline_class(index) == _pixel_pipeline_class():
+        from engine.priors.embedded import load_pixel_prior
+
+        with _quiet_diffusers():
+            return load_pixel_prior(path, device, dtype, name=name)
     try:
         with _quiet_diffusers():
             pipe = StableDiffusionPipeline.from_pretrained(path, local_files_only=True, **_pipeline_kwargs(dtype))
     except (OSError, ValueError) as exc:
         raise ModelNotFoundError(f"could not load diffusers folder {path!r} (safetensors weights required): {_first_line(exc)}") from None
     return StableDiffusionPrior.from_pipeline(pipe, name, device, dtype)
+
+
+def _pipeline_class(index: Path) -> str | None:
+    try:
+        return json.loads(index.read_text(encoding="utf-8")).get("_class_name")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def _pixel_pipeline_class() -> str | None:
+    try:
+        from engine.priors.embedded import PIXEL_PIPELINE_CLASS
+    except ImportError:
+        return None
+    return PIXEL_PIPELINE_CLASS
 
 
 def _load_hub(repo_id: str, device: torch.device, dtype: torch.dtype):

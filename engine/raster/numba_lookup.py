@@ -8,7 +8,6 @@ then push level gradients down to level 0. All on one thread by default (see ``P
 
 from __future__ import annotations
 
-import numpy as np
 from numba import njit, prange
 
 

@@ -15,7 +15,6 @@ import sys
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from engine.assets import SAMPLE_MESH
@@ -26,12 +25,7 @@ COMMON = ["--model", "embedded", "--steps", STEPS, "--lr", "0.05", "--texture-si
           "--seed", "0", "--quiet"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _hue_histogram(texture_png) -> dict[str, float]:

@@ -21,12 +21,7 @@ from engine.procedural.metrics import PatternClassifier, dominant_colours_match,
 from engine.procedural.world import TextureWorldConfig, held_out_specs, make_batch
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # 2 threads on a busy 2-core machine is far slower than 1
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -149,3 +144,16 @@ def test_load_prior_embedded_and_auto_fallback(monkeypatch, tmp_path, caplog):
         auto = load_prior("auto", "cpu")
     assert isinstance(auto, PixelDiffusionPrior) and auto.name == "embedded"
     assert "embedded" in caplog.text and "huggingface-cli download" in caplog.text
+
+
+def test_load_prior_routes_a_pixel_prior_folder_to_the_pixel_prior(prior):
+    """``--model PATH`` to a pixel-prior folder (the embedded layout) loads the pixel prior."""
+    from engine.priors.loading import load_prior
+
+    loaded = load_prior(str(EMBEDDED_MODEL_DIR), "cpu")
+    assert isinstance(loaded, PixelDiffusionPrior) and loaded.name == str(EMBEDDED_MODEL_DIR)
+    x = torch.rand(1, 3, 32, 32)
+    t = torch.tensor([500])
+    emb = loaded.encode_prompts(["red and white checkerboard"])
+    torch.testing.assert_close(loaded.predict_noise(loaded.encode_images(x), t, emb),
+                               prior.predict_noise(prior.encode_images(x), t, prior.encode_prompts(["red and white checkerboard"])))
