@@ -57,3 +57,35 @@ class DiffusionPrior(Protocol):
     def unload(self) -> None:
         """Free device memory held by the model."""
         ...
+
+
+class PromptEmbeddingCache:
+    """Text embeddings kept per prompt string (a job uses a handful of prompts).
+
+    ``get(prompts, encode)`` encodes only the prompts not seen before, in one call of
+    ``encode(missing) -> (M, L, D)``, and returns (N, L, D) in ``prompts`` order.
+    When more than ``size`` prompts would be kept, the cache starts over.
+    """
+
+    def __init__(self, size: int):
+        self.size = size
+        self._store: dict[str, torch.Tensor] = {}
+
+    @torch.no_grad()
+    def get(self, prompts: list[str], encode) -> torch.Tensor:
+        missing = [p for p in dict.fromkeys(prompts) if p not in self._store]
+        if missing:
+            if len(self._store) + len(missing) > self.size:
+                self._store.clear()
+            for p, e in zip(missing, encode(missing)):
+                self._store[p] = e
+        return torch.stack([self._store[p] for p in prompts])
+
+    def __contains__(self, prompt: str) -> bool:
+        return prompt in self._store
+
+    def __len__(self) -> int:
+        return len(self._store)
+
+    def clear(self) -> None:
+        self._store.clear()

@@ -23,6 +23,7 @@ import torch.nn.functional as F  # noqa: E402
 
 from engine.errors import ModelNotFoundError  # noqa: E402
 from engine.priors.embedded_model import denoise, patch_size, tokenize  # noqa: E402
+from engine.priors.base import PromptEmbeddingCache  # noqa: E402
 
 #: Where the shipped weights live (inside the package).
 EMBEDDED_MODEL_DIR = Path(__file__).resolve().parents[1] / "models" / "embedded"
@@ -74,20 +75,13 @@ class PixelDiffusionPrior:
             raise ModelNotFoundError(f"pixel prior {name!r} predicts {self.model_prediction_type!r}; "
                                      f"supported: epsilon, v_prediction")
         self.prediction_type = "epsilon"  # what predict_noise returns
-        self._cache: dict[str, torch.Tensor] = {}
+        self._cache = PromptEmbeddingCache(self.config.embedding_cache_size)
 
     # -- text ------------------------------------------------------------------------
     @torch.no_grad()
     def encode_prompts(self, prompts: list[str]) -> torch.Tensor:
         """Text embeddings (N, L, D) in ``self.dtype``, cached per prompt string."""
-        missing = [p for p in dict.fromkeys(prompts) if p not in self._cache]
-        if missing:
-            if len(self._cache) + len(missing) > self.config.embedding_cache_size:
-                self._cache.clear()
-            emb = self.text_encoder(self._token_ids(missing).to(self.device)).last_hidden_state
-            for p, e in zip(missing, emb):
-                self._cache[p] = e
-        return torch.stack([self._cache[p] for p in prompts])
+        return self._cache.get(prompts, lambda missing: self.text_encoder(self._token_ids(missing).to(self.device)).last_hidden_state)
 
     def _token_ids(self, prompts: list[str]) -> torch.Tensor:
         """(N, L) token ids of the prompts after ``clean_prompt``."""

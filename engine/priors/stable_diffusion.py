@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from engine.errors import SpecError
+from engine.priors.base import PromptEmbeddingCache
 
 
 @dataclass(frozen=True)
@@ -78,7 +79,7 @@ class StableDiffusionPrior:
         self.vae_scale_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
         self.resolution = int(self.unet.config.sample_size) * self.vae_scale_factor
         self.scaling_factor = float(getattr(self.vae.config, "scaling_factor", 0.18215))
-        self._cache: dict[str, torch.Tensor] = {}
+        self._cache = PromptEmbeddingCache(self.config.embedding_cache_size)
 
     def _place(self, module):
         """Move to the device; cast only when the dtype differs (diffusers warns on no-op casts)."""
@@ -106,21 +107,17 @@ class StableDiffusionPrior:
     @torch.no_grad()
     def encode_prompts(self, prompts: list[str]) -> torch.Tensor:
         """Text embeddings (N, L, D) in ``self.dtype``, cached per prompt string."""
-        missing = [p for p in dict.fromkeys(prompts) if p not in self._cache]
-        if missing:
-            if len(self._cache) + len(missing) > self.config.embedding_cache_size:
-                self._cache.clear()
-            tok = self.tokenizer(
-                missing,
-                padding="max_length",
-                max_length=self.tokenizer.model_max_length,
-                truncation=True,
-                return_tensors="pt",
-            )
-            emb = self.text_encoder(tok.input_ids.to(self.device))[0]
-            for p, e in zip(missing, emb):
-                self._cache[p] = e
-        return torch.stack([self._cache[p] for p in prompts])
+        return self._cache.get(prompts, self._encode_text)
+
+    def _encode_text(self, prompts: list[str]) -> torch.Tensor:
+        tok = self.tokenizer(
+            prompts,
+            padding="max_length",
+            max_length=self.tokenizer.model_max_length,
+            truncation=True,
+            return_tensors="pt",
+        )
+        return self.text_encoder(tok.input_ids.to(self.device))[0]
 
     # -- images ----------------------------------------------------------------------
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
