@@ -11,56 +11,54 @@ from __future__ import annotations
 from numba import njit, prange
 
 
+@njit(cache=True, error_model="numpy", inline="always")
+def _down_row(src, s0, dst, d0, y, w, pw):
+    """Row y of ``_down``."""
+    for x in range(w):
+        a = s0 + (2 * y) * pw + 2 * x
+        for ch in range(src.shape[1]):
+            dst[d0 + y * w + x, ch] = 0.25 * (src[a, ch] + src[a + 1, ch] + src[a + pw, ch] + src[a + pw + 1, ch])
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def _up_row(src, s0, dst, d0, y, w, pw):
+    """Row y of ``_up``."""
+    for x in range(w):
+        a = d0 + (2 * y) * pw + 2 * x
+        for ch in range(src.shape[1]):
+            g = 0.25 * src[s0 + y * w + x, ch]
+            dst[a, ch] += g
+            dst[a + 1, ch] += g
+            dst[a + pw, ch] += g
+            dst[a + pw + 1, ch] += g
+
+
 @njit(cache=True, parallel=True, error_model="numpy")
 def _down(src, s0, dst, d0, h, w, pw):
     """dst[d0 + y*w + x] = mean of the 2x2 block of src (row width pw) starting at s0."""
-    c = src.shape[1]
     for y in prange(h):
-        for x in range(w):
-            a = s0 + (2 * y) * pw + 2 * x
-            for ch in range(c):
-                dst[d0 + y * w + x, ch] = 0.25 * (src[a, ch] + src[a + 1, ch] + src[a + pw, ch] + src[a + pw + 1, ch])
+        _down_row(src, s0, dst, d0, y, w, pw)
 
 
 @njit(cache=True, error_model="numpy")
 def _down_serial(src, s0, dst, d0, h, w, pw):
     """``_down`` on one thread (small levels: a parallel launch costs more than the work)."""
-    c = src.shape[1]
     for y in range(h):
-        for x in range(w):
-            a = s0 + (2 * y) * pw + 2 * x
-            for ch in range(c):
-                dst[d0 + y * w + x, ch] = 0.25 * (src[a, ch] + src[a + 1, ch] + src[a + pw, ch] + src[a + pw + 1, ch])
+        _down_row(src, s0, dst, d0, y, w, pw)
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
 def _up(src, s0, dst, d0, h, w, pw):
     """Adjoint of ``_down``: dst 2x2 blocks += src / 4."""
-    c = src.shape[1]
     for y in prange(h):
-        for x in range(w):
-            a = d0 + (2 * y) * pw + 2 * x
-            for ch in range(c):
-                g = 0.25 * src[s0 + y * w + x, ch]
-                dst[a, ch] += g
-                dst[a + 1, ch] += g
-                dst[a + pw, ch] += g
-                dst[a + pw + 1, ch] += g
+        _up_row(src, s0, dst, d0, y, w, pw)
 
 
 @njit(cache=True, error_model="numpy")
 def _up_serial(src, s0, dst, d0, h, w, pw):
     """``_up`` on one thread."""
-    c = src.shape[1]
     for y in range(h):
-        for x in range(w):
-            a = d0 + (2 * y) * pw + 2 * x
-            for ch in range(c):
-                g = 0.25 * src[s0 + y * w + x, ch]
-                dst[a, ch] += g
-                dst[a + 1, ch] += g
-                dst[a + pw, ch] += g
-                dst[a + pw + 1, ch] += g
+        _up_row(src, s0, dst, d0, y, w, pw)
 
 
 #: Only the finest derived level (level 1, a quarter of the texture) runs in parallel, if it has at
