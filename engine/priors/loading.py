@@ -2,7 +2,10 @@
 
 A model string is one of:
 - ``auto``: Stable Diffusion 2.1-base when its weights are in the local Hugging Face
-  cache, otherwise the embedded model (with a warning saying how to get the real one);
+  cache, or when they can be downloaded and the device is CUDA (on a CPU SD costs
+  seconds to minutes a step, so ``auto`` does not start a 5 GB download for it);
+  otherwise the embedded model, with a warning saying how to get the real one
+  (``auto_choice`` is the policy);
 - ``embedded``: the small model shipped with texbridge (``engine.priors.embedded``);
 - a hub id (``owner/name``), loaded from the local cache, downloaded when online;
 - a diffusers folder (``model_index.json`` inside);
@@ -91,6 +94,25 @@ def is_cached(repo_id: str) -> bool:
 
     found = try_to_load_from_cache(repo_id, "model_index.json", cache_dir=str(hub_cache_dir()))
     return isinstance(found, str)
+
+
+class AutoChoice(Enum):
+    """What ``--model auto`` picks (see ``auto_choice``)."""
+
+    SD_CACHED = "sd-cached"
+    SD_DOWNLOAD = "sd-download"
+    EMBEDDED = "embedded"
+
+
+def auto_choice(cached: bool, offline: bool, device: torch.device) -> AutoChoice:
+    """The ``auto`` policy: SD 2.1-base when cached; downloaded when online and on CUDA;
+    else the embedded model. A CPU does not download SD: at about 20 s a step (fp32, 512^2)
+    the default 1000 steps would take hours, and a newcomer's first command should not."""
+    if cached:
+        return AutoChoice.SD_CACHED
+    if not offline and device.type == "cuda":
+        return AutoChoice.SD_DOWNLOAD
+    return AutoChoice.EMBEDDED
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -278,21 +300,33 @@ def load_prior(model: str, device: str | torch.device = "auto", dtype: torch.dty
         case ModelKind.EMBEDDED:
             return _load_embedded(dev, dtype)
         case ModelKind.AUTO:
-            if is_cached(DEFAULT_HUB_MODEL):
-                return _load_hub(DEFAULT_HUB_MODEL, dev, dt)
-            try:
-                prior = _load_embedded(dev, dtype)
-            except (TexbridgeError, OSError) as exc:
-                raise ModelNotFoundError(f"{_missing_message(DEFAULT_HUB_MODEL)}; the embedded fallback failed too: {_first_line(exc)}") from None
-            log.warning(
-                "using the embedded model: %s is not in the local cache (%s); for full quality run "
-                "`huggingface-cli download %s` once, or pass --model PATH",
-                DEFAULT_HUB_MODEL,
-                hub_cache_dir(),
-                DEFAULT_HUB_MODEL,
-            )
-            return prior
+            return _load_auto(dev, dt, dtype)
     raise AssertionError(ref.kind)  # pragma: no cover
+
+
+def _load_auto(dev: torch.device, dt: torch.dtype, dtype: torch.dtype | None):
+    choice = auto_choice(is_cached(DEFAULT_HUB_MODEL), hub_offline(), dev)
+    why = f"{DEFAULT_HUB_MODEL} is not in the local cache ({hub_cache_dir()})"
+    if choice is AutoChoice.SD_CACHED:
+        return _load_hub(DEFAULT_HUB_MODEL, dev, dt)
+    if choice is AutoChoice.SD_DOWNLOAD:
+        log.warning("downloading %s (about 5 GB) into %s; later runs load it from there", DEFAULT_HUB_MODEL, hub_cache_dir())
+        try:
+            return _load_hub(DEFAULT_HUB_MODEL, dev, dt)
+        except ModelNotFoundError:
+            why = f"{DEFAULT_HUB_MODEL} could not be downloaded into {hub_cache_dir()} (no network, or the hub refused)"
+    elif dev.type != "cuda" and not hub_offline():
+        why += " and auto does not download it for a CPU run (hours per texture there)"
+    try:
+        prior = _load_embedded(dev, dtype)
+    except (TexbridgeError, OSError) as exc:
+        raise ModelNotFoundError(f"{_missing_message(DEFAULT_HUB_MODEL)}; the embedded fallback failed too: {_first_line(exc)}") from None
+    log.warning(
+        "using the embedded model: %s; for full quality run `huggingface-cli download %s` once, or pass --model PATH",
+        why,
+        DEFAULT_HUB_MODEL,
+    )
+    return prior
 
 
 def _first_line(exc: BaseException) -> str:

@@ -168,3 +168,46 @@ def test_single_file_safetensors_loads_like_the_folder(tmp_path, tiny_sd_dir, pr
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty"))
     with pytest.raises(ModelNotFoundError, match="needs the model's diffusers configs"):
         load_prior(str(f), "cpu")
+
+
+def test_auto_policy_downloads_sd_only_online_on_cuda():
+    from engine.priors.loading import AutoChoice, auto_choice
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert auto_choice(True, True, cpu) is AutoChoice.SD_CACHED
+    assert auto_choice(True, False, cuda) is AutoChoice.SD_CACHED
+    assert auto_choice(False, False, cuda) is AutoChoice.SD_DOWNLOAD
+    assert auto_choice(False, True, cuda) is AutoChoice.EMBEDDED  # offline
+    assert auto_choice(False, False, cpu) is AutoChoice.EMBEDDED  # a CPU never starts a 5 GB download
+
+
+def test_auto_falls_back_when_the_download_fails(tmp_path, monkeypatch, caplog):
+    """The policy says download, the download fails: the embedded model, and a warning that says why.
+    The failing download is a stand-in (this machine has no hub access): ``_load_hub`` raises what it
+    raises when the hub cannot be reached."""
+    from engine.priors import loading
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty"))
+    monkeypatch.setattr(loading, "auto_choice", lambda cached, offline, dev: loading.AutoChoice.SD_DOWNLOAD)
+    tried = []
+
+    def no_hub(repo_id, dev, dt):
+        tried.append(repo_id)
+        raise ModelNotFoundError(loading._missing_message(repo_id))
+
+    monkeypatch.setattr(loading, "_load_hub", no_hub)
+    with caplog.at_level("WARNING", logger="texbridge"):
+        p = load_prior("auto", "cpu")
+    assert tried == [DEFAULT_HUB_MODEL] and p.name == "embedded"
+    assert "could not be downloaded" in caplog.text and f"huggingface-cli download {DEFAULT_HUB_MODEL}" in caplog.text
+
+
+def test_auto_on_cpu_online_says_why_it_did_not_download(tmp_path, monkeypatch, caplog):
+    from engine.priors import loading
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty"))
+    monkeypatch.setattr(loading, "_load_hub", lambda *a: pytest.fail("auto must not download SD for a CPU run"))
+    with caplog.at_level("WARNING", logger="texbridge"):
+        p = load_prior("auto", "cpu")
+    assert p.name == "embedded" and "does not download it for a CPU run" in caplog.text
