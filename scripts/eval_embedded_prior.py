@@ -4,7 +4,7 @@
     nice python scripts/eval_embedded_prior.py [--model engine/models/embedded] [--per-caption 8]
 
 1. Held-out captions (colour pair x pattern combinations the training never saw),
-   plain DDIM 50 steps, CFG 2: dominant-colour match rate and pattern-classifier
+   plain DDIM 50 steps, CFG 1.5 (the prior's sample default): dominant-colour match rate and pattern-classifier
    recognition rate (classifier: ``PatternClassifier``, trained here, seeded).
 2. Artifact words on 16+ samples each: mean saturation of "X" vs "X, oversaturated";
    high-frequency energy of "X, sharp" vs "X, blurry".
@@ -42,7 +42,7 @@ def to_hwc(images: torch.Tensor) -> np.ndarray:
 
 
 def held_out_metrics(prior: PixelDiffusionPrior, clf: PatternClassifier, specs: list[TextureSpec], per_caption: int,
-                     seed: int = 0, steps: int = 50, guidance_scale: float = 2.0) -> dict:
+                     seed: int = 0, steps: int = 50, guidance_scale: float = 1.5) -> dict:
     """Colour-match and pattern-recognition rates over ``per_caption`` samples of each spec."""
     all_specs = [s for s in specs for _ in range(per_caption)]
     g = torch.Generator().manual_seed(seed)
@@ -58,7 +58,7 @@ def held_out_metrics(prior: PixelDiffusionPrior, clf: PatternClassifier, specs: 
 
 
 def artifact_metrics(prior: PixelDiffusionPrior, bases: tuple[str, ...], per_caption: int, seed: int = 0,
-                     steps: int = 50, guidance_scale: float = 2.0) -> dict:
+                     steps: int = 50, guidance_scale: float = 1.5) -> dict:
     """Saturation of X vs "X, oversaturated" and HF energy of "X, sharp" vs "X, blurry"."""
     out = {}
     groups = {"plain": "{}", "oversaturated": "{}, oversaturated", "sharp": "{}, sharp", "blurry": "{}, blurry"}
@@ -82,7 +82,7 @@ def main(argv=None) -> int:
     ap.add_argument("--artifact-per-caption", type=int, default=4, help="samples per artifact base caption (x8 bases)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--guidance-scale", type=float, default=2.0, help="CFG scale of the DDIM sampler")
+    ap.add_argument("--guidance-scale", type=float, default=1.5, help="CFG scale of the DDIM sampler")
     ap.add_argument("--grid", default=None, help="write a PNG grid of the held-out samples here")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)

@@ -1,13 +1,10 @@
 #!/usr/bin/env python
 """Train the embedded pixel-space prior on the procedural texture world.
 
-Documented commands (the shipped weights; ~18 + ~17 min on one CPU thread of a
-lightly loaded machine): a 1000-step run, then a warm restart of the cosine schedule
-to 1800 steps from its checkpoint:
+Documented command (the shipped weights; about 40 min on an idle 2-core CPU, about
+5 steps/s; the defaults are these values):
 
-    nice python scripts/train_embedded_prior.py --seed 0 --steps 1000 \
-        --work /tmp/texbridge_embedded_train --out /tmp/texbridge_embedded_train/model
-    nice python scripts/train_embedded_prior.py --seed 0 --steps 1800 --resume \
+    python scripts/train_embedded_prior.py --seed 0 --steps 12000 --threads 2 \
         --work /tmp/texbridge_embedded_train --out engine/models/embedded
 
 Resume after an interruption by adding ``--resume`` (same arguments). Data and
@@ -48,7 +45,7 @@ from engine.procedural.world import TextureWorldConfig, held_out_combinations, m
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--steps", type=int, default=1000)
+    ap.add_argument("--steps", type=int, default=12000)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--warmup", type=int, default=100)
@@ -58,7 +55,7 @@ def parse_args(argv=None):
     ap.add_argument("--min-snr-steps", type=int, default=0,
                     help="use min-SNR weighting for the first N steps only, then the plain epsilon loss "
                          "(L_simple), which trains the low-noise end that sampling needs")
-    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     ap.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     ap.add_argument("--work", default="/tmp/texbridge_embedded_train", help="checkpoints and log")
     ap.add_argument("--out", default="engine/models/embedded", help="final diffusers folder (EMA weights)")

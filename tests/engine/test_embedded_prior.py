@@ -106,19 +106,9 @@ def held_out_rates(prior, classifier) -> tuple[float, float]:
     return colour, pattern
 
 
-def test_held_out_captions_beat_chance_by_far(held_out_rates):
-    """Regression guard at the shipped model's level (model card: ~0.6 colours, ~0.4 pattern).
-
-    Chance: pattern ~0.1 (12 classes, any stripe orientation accepted); colour far lower.
-    """
-    colour, pattern = held_out_rates
-    assert colour >= 0.4, colour
-    assert pattern >= 0.2, pattern
-
-
-@pytest.mark.xfail(reason="issue 6 target (reduced): the shipped 1800-step CPU model is below it; see the model card",
-                   strict=False)
 def test_held_out_captions_meet_the_issue_target(held_out_rates):
+    """Reduced issue-6 check (8 of the 24 held-out captions x 2 samples, DDIM 50, CFG 1.5): bounds a
+    little looser than the issue's full-size 90% / 70% (model card, 96 samples: 100% / 92%)."""
     colour, pattern = held_out_rates
     assert colour >= 0.8 and pattern >= 0.6, (colour, pattern)
 
