@@ -7,7 +7,9 @@ Pipeline per view (all in compiled code):
 2. binning of triangles into horizontal bands of rows (counting sort, triangle order kept).
 3. per band, in parallel (bands own disjoint rows, so no races): z-test, where a pixel is
    covered when its centre (x + 0.5, y + 0.5) has all three barycentrics >= 0, the largest 1/w
-   wins and on an exact tie the lower triangle id wins; then resolve the band's pixels:
+   wins and on an exact tie the lower triangle id wins (so the draw order does not matter);
+   for open meshes (no culling) front faces are drawn first and a back face is skipped when
+   its nearest vertex lies behind every pixel of the 16 x 16 tiles it spans; then resolve the band's pixels:
    perspective-correct barycentrics, depth and (optionally) UV, face normal, UV derivatives.
 
 Image rows go top to bottom (row 0 = top = NDC y = +1); see docs/conventions.md.
@@ -21,17 +23,19 @@ from numba import njit, prange
 from engine.raster.kernel_lock import NUMBA_LOCK
 
 BAND_ROWS = 16
+TILE_COLS = 16  # early-z tiles: BAND_ROWS x TILE_COLS pixels
 
 
 NCOEF = 15  # per triangle: l0, l1, l2 planes (A, B, C) | q = 1/w plane (A, B, C) | q0, q1, q2
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
-def _setup(clip, faces, H, W, cull, coef, bbox):
+def _setup(clip, faces, H, W, cull, coef, bbox, back):
     """clip (V,4) f64, faces (F,3) i64 -> coef (F,15) f64 (see NCOEF), bbox (F,4) i32.
 
     cull: 0 = keep all triangles; +1 / -1 = skip triangles whose screen-space signed area
     (y down) has that sign (+1 skips back faces of counter-clockwise meshes).
+    back (F,) int8: 1 where that area is positive (a back face of a counter-clockwise mesh).
 
     l_i(px, py) = A_i px + B_i py + C_i are the screen-space (linear) barycentrics in pixel units;
     bbox = (x0, x1, y0, y1) inclusive pixel range; x0 > x1 marks a skipped triangle.
@@ -71,6 +75,7 @@ def _setup(clip, faces, H, W, cull, coef, bbox):
         area = (x1 - x0) * (y2 - y0) - (x2 - x0) * (y1 - y0)
         if abs(area) < 1e-12 or cull * area > 0.0:
             continue
+        back[t] = 1 if area > 0.0 else 0
         inv = 1.0 / area
         # l0 from edge 1->2, l1 from edge 2->0, l2 from edge 0->1
         a0 = -(y2 - y1) * inv
@@ -129,78 +134,113 @@ def _bin(bbox, n_bands, band_rows):
     return count, items
 
 
+@njit(cache=True, inline="always", error_model="numpy")
+def _ztest(t, coef, bbox, r0, r1, zbuf, tri_id):
+    """Z-test triangle ``t`` on rows r0..r1 (its band): a pixel takes ``t`` when its centre is
+    inside and ``t`` is nearer (larger 1/w), or equally near with a lower id (so the result does
+    not depend on the order triangles are drawn in)."""
+    ya = max(bbox[t, 2], r0)
+    yb = min(bbox[t, 3], r1)
+    xa = bbox[t, 0]
+    xb = bbox[t, 1]
+    a0 = coef[t, 0]
+    b0 = coef[t, 1]
+    c0 = coef[t, 2]
+    a1 = coef[t, 3]
+    b1 = coef[t, 4]
+    c1 = coef[t, 5]
+    a2 = coef[t, 6]
+    b2 = coef[t, 7]
+    c2 = coef[t, 8]
+    qa = coef[t, 9]
+    qb = coef[t, 10]
+    qc = coef[t, 11]
+    ia0 = 1.0 / a0 if a0 != 0.0 else 0.0
+    ia1 = 1.0 / a1 if a1 != 0.0 else 0.0
+    ia2 = 1.0 / a2 if a2 != 0.0 else 0.0
+    for y in range(ya, yb + 1):
+        py = y + 0.5
+        e0 = b0 * py + c0
+        e1 = b1 * py + c1
+        e2 = b2 * py + c2
+        eq = qb * py + qc
+        sx = xa
+        ex = xb
+        if xb - xa >= 8:  # wide triangle: conservative span of this row (one pixel of slack)
+            lo = xa - 0.5
+            hi = xb + 1.5
+            if a0 > 0.0:
+                lo = max(lo, -e0 * ia0)
+            elif a0 < 0.0:
+                hi = min(hi, -e0 * ia0)
+            elif e0 < 0.0:
+                continue
+            if a1 > 0.0:
+                lo = max(lo, -e1 * ia1)
+            elif a1 < 0.0:
+                hi = min(hi, -e1 * ia1)
+            elif e1 < 0.0:
+                continue
+            if a2 > 0.0:
+                lo = max(lo, -e2 * ia2)
+            elif a2 < 0.0:
+                hi = min(hi, -e2 * ia2)
+            elif e2 < 0.0:
+                continue
+            sx = max(xa, int(lo - 0.5) - 1)
+            ex = min(xb, int(hi - 0.5) + 1)
+        for x in range(sx, ex + 1):  # exact test, written without branches
+            px = x + 0.5
+            q = qa * px + eq
+            zo = zbuf[y, x]
+            to = tri_id[y, x]
+            take = (a0 * px + e0 >= 0.0) & (a1 * px + e1 >= 0.0) & (a2 * px + e2 >= 0.0) & ((q > zo) | ((q == zo) & (t < to)))
+            zbuf[y, x] = q if take else zo
+            tri_id[y, x] = t if take else to
+
+
 @njit(cache=True, parallel=True, error_model="numpy")
-def _raster_bands(coef, bbox, start, items, band_rows, uvs, normals, attrs, zbuf, tri_id, bary, depth, uv, normal, uv_da):
+def _raster_bands(coef, bbox, back, early_z, start, items, band_rows, uvs, normals, attrs, zbuf, tri_id, bary, depth, uv,
+                  normal, uv_da):
     """Per band of rows (parallel; bands own disjoint rows): z-test all its triangles, then resolve
-    the band's pixels while they are in cache. ``attrs``: also write uv, normal, uv_da."""
+    the band's pixels while they are in cache. ``attrs``: also write uv, normal, uv_da.
+    ``early_z``: draw front faces first, then skip back faces hidden behind them (``back`` (F,)
+    int8: 1 = back-facing); the G-buffer is the same (``_ztest``'s order-free tie-break)."""
     H, W = tri_id.shape
     n_bands = start.shape[0] - 1
+    n_tiles = (W + TILE_COLS - 1) // TILE_COLS
     for band in prange(n_bands):
+        tmin = np.empty(n_tiles, np.float64)
         r0 = band * band_rows
         r1 = min(H, r0 + band_rows) - 1
         for y in range(r0, r1 + 1):
             for x in range(W):
                 zbuf[y, x] = -1.0
                 tri_id[y, x] = -1
-        for k in range(start[band], start[band + 1]):
-            t = items[k]
-            ya = max(bbox[t, 2], r0)
-            yb = min(bbox[t, 3], r1)
-            xa = bbox[t, 0]
-            xb = bbox[t, 1]
-            a0 = coef[t, 0]
-            b0 = coef[t, 1]
-            c0 = coef[t, 2]
-            a1 = coef[t, 3]
-            b1 = coef[t, 4]
-            c1 = coef[t, 5]
-            a2 = coef[t, 6]
-            b2 = coef[t, 7]
-            c2 = coef[t, 8]
-            qa = coef[t, 9]
-            qb = coef[t, 10]
-            qc = coef[t, 11]
-            ia0 = 1.0 / a0 if a0 != 0.0 else 0.0
-            ia1 = 1.0 / a1 if a1 != 0.0 else 0.0
-            ia2 = 1.0 / a2 if a2 != 0.0 else 0.0
-            for y in range(ya, yb + 1):
-                py = y + 0.5
-                e0 = b0 * py + c0
-                e1 = b1 * py + c1
-                e2 = b2 * py + c2
-                eq = qb * py + qc
-                sx = xa
-                ex = xb
-                if xb - xa >= 8:  # wide triangle: conservative span of this row (one pixel of slack)
-                    lo = xa - 0.5
-                    hi = xb + 1.5
-                    if a0 > 0.0:
-                        lo = max(lo, -e0 * ia0)
-                    elif a0 < 0.0:
-                        hi = min(hi, -e0 * ia0)
-                    elif e0 < 0.0:
+        # pass 0: front faces (all triangles without early_z); pass 1: back faces, each skipped
+        # when its nearest vertex is farther than everything already drawn in the tiles it spans
+        for pss in range(2 if early_z else 1):
+            if pss == 1:
+                for c in range(n_tiles):
+                    tmin[c] = np.inf
+                for y in range(r0, r1 + 1):
+                    for x in range(W):
+                        c = x // TILE_COLS
+                        tmin[c] = min(tmin[c], zbuf[y, x])
+            for k in range(start[band], start[band + 1]):
+                t = items[k]
+                if early_z:
+                    if back[t] != pss:
                         continue
-                    if a1 > 0.0:
-                        lo = max(lo, -e1 * ia1)
-                    elif a1 < 0.0:
-                        hi = min(hi, -e1 * ia1)
-                    elif e1 < 0.0:
-                        continue
-                    if a2 > 0.0:
-                        lo = max(lo, -e2 * ia2)
-                    elif a2 < 0.0:
-                        hi = min(hi, -e2 * ia2)
-                    elif e2 < 0.0:
-                        continue
-                    sx = max(xa, int(lo - 0.5) - 1)
-                    ex = min(xb, int(hi - 0.5) + 1)
-                for x in range(sx, ex + 1):  # exact test, written without branches
-                    px = x + 0.5
-                    q = qa * px + eq
-                    zo = zbuf[y, x]
-                    take = (a0 * px + e0 >= 0.0) & (a1 * px + e1 >= 0.0) & (a2 * px + e2 >= 0.0) & (q > zo)
-                    zbuf[y, x] = q if take else zo
-                    tri_id[y, x] = t if take else tri_id[y, x]
+                    if pss == 1:
+                        far = np.inf
+                        for c in range(bbox[t, 0] // TILE_COLS, bbox[t, 1] // TILE_COLS + 1):
+                            far = min(far, tmin[c])
+                        # 1/w is affine in screen space, so its maximum is at a vertex (with a
+                        # margin for rounding, so that exact ties are still z-tested)
+                        if max(coef[t, 12], max(coef[t, 13], coef[t, 14])) * (1.0 + 1e-9) < far:
+                            continue
+                _ztest(t, coef, bbox, r0, r1, zbuf, tri_id)
         # resolve: b_i = l_i q_i / s (q = 1/w, s = sum l_j q_j), depth = 1/s,
         # db_i/dx = (A_i q_i - b_i sum_j A_j q_j) / s (and B for y)
         for y in range(r0, r1 + 1):
@@ -258,9 +298,11 @@ def _raster_bands(coef, bbox, start, items, band_rows, uvs, normals, attrs, zbuf
 
 
 def rasterize_numba(clip: np.ndarray, faces: np.ndarray, H: int, W: int, uvs: np.ndarray | None = None,
-                    normals: np.ndarray | None = None, cull: int = 0) -> dict[str, np.ndarray]:
+                    normals: np.ndarray | None = None, cull: int = 0, early_z: bool = True) -> dict[str, np.ndarray]:
     """clip (B,V,4) float64 clip-space positions, faces (F,3) int64; uvs (F,3,2), normals (F,3) or None.
     cull: 0 none; +1 skip back faces (counter-clockwise = front); -1 skip front faces.
+    early_z: draw front faces first and skip back faces hidden behind them (open meshes, where
+        ``cull`` cannot be used); the output is identical either way, only the work differs.
 
     Returns tri_id (B,H,W) int32 (-1 background), bary (B,H,W,3), depth (B,H,W) (view-space w),
     and, when ``uvs`` is given, uv (B,H,W,2), normal (B,H,W,3), uv_da (B,H,W,4) (float32, see ``GBuffer``).
@@ -277,14 +319,15 @@ def rasterize_numba(clip: np.ndarray, faces: np.ndarray, H: int, W: int, uvs: np
     zbuf = np.empty((H, W), np.float64)
     coef = np.empty((F, NCOEF), np.float64)
     bbox = np.empty((F, 4), np.int32)
+    back = np.zeros(F, np.int8)
     n_bands = (H + BAND_ROWS - 1) // BAND_ROWS
     for b in range(B):
         cl = np.ascontiguousarray(clip[b], dtype=np.float64)
         ab = b if attrs else 0
         with NUMBA_LOCK:
-            _setup(cl, faces, H, W, float(cull), coef, bbox)
+            _setup(cl, faces, H, W, float(cull), coef, bbox, back)
             start, items = _bin(bbox, n_bands, BAND_ROWS)
-            _raster_bands(coef, bbox, start, items, BAND_ROWS, uvs, normals, attrs, zbuf, out["tri_id"][b],
+            _raster_bands(coef, bbox, back, bool(early_z and cull == 0), start, items, BAND_ROWS, uvs, normals, attrs, zbuf, out["tri_id"][b],
                           out["bary"][b], out["depth"][b], out["uv"][ab], out["normal"][ab], out["uv_da"][ab])
     if not attrs:
         for k in ("uv", "normal", "uv_da"):
