@@ -160,7 +160,7 @@ def test_clean_stop_checkpoints_and_resumes_exactly(tmp_path, tiny_sd_dir):
     """SIGTERM while a job runs: the loop checkpoints its current step, the server exits 0,
     and the next start continues from exactly that step."""
     srv = EngineServer(tmp_path, str(tiny_sd_dir)).start()
-    steps = 16  # enough that the job is still running when SIGTERM arrives after step 3
+    steps = 400  # the job must still be running when SIGTERM arrives after step 3, on a fast machine too (16 was not)
     spec = dict(TINY_SPEC, steps=steps, checkpoint_every=1000, preview_every=1000)  # only the shutdown writes a checkpoint
     with srv.client() as c:
         job = submit(c, spec).json()
