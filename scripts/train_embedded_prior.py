@@ -118,7 +118,7 @@ def main(argv=None) -> int:
         os.replace(tmp, ckpt)
 
     t0 = time.time()
-    stop = min(args.steps, args.stop_at or args.steps)
+    stop = args.steps if args.stop_at is None else min(args.steps, args.stop_at)
     bar = tqdm(range(start, stop), initial=start, total=stop, mininterval=20, desc="train", file=sys.stdout)
     running = None
     for step in bar:
