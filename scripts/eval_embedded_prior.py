@@ -42,7 +42,7 @@ def to_hwc(images: torch.Tensor) -> np.ndarray:
 
 
 def held_out_metrics(prior: PixelDiffusionPrior, clf: PatternClassifier, specs: list[TextureSpec], per_caption: int,
-                     seed: int = 0, steps: int = 50, guidance_scale: float = 1.5) -> dict:
+                     seed: int = 0, steps: int = 50, guidance_scale: float | None = None) -> dict:
     """Colour-match and pattern-recognition rates over ``per_caption`` samples of each spec."""
     all_specs = [s for s in specs for _ in range(per_caption)]
     g = torch.Generator().manual_seed(seed)
@@ -58,7 +58,7 @@ def held_out_metrics(prior: PixelDiffusionPrior, clf: PatternClassifier, specs: 
 
 
 def artifact_metrics(prior: PixelDiffusionPrior, bases: tuple[str, ...], per_caption: int, seed: int = 0,
-                     steps: int = 50, guidance_scale: float = 1.5) -> dict:
+                     steps: int = 50, guidance_scale: float | None = None) -> dict:
     """Saturation of X vs "X, oversaturated" and HF energy of "X, sharp" vs "X, blurry"."""
     out = {}
     groups = {"plain": "{}", "oversaturated": "{}, oversaturated", "sharp": "{}, sharp", "blurry": "{}, blurry"}
@@ -82,7 +82,8 @@ def main(argv=None) -> int:
     ap.add_argument("--artifact-per-caption", type=int, default=4, help="samples per artifact base caption (x8 bases)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--guidance-scale", type=float, default=1.5, help="CFG scale of the DDIM sampler")
+    ap.add_argument("--guidance-scale", type=float, default=None,
+                    help="CFG scale of the DDIM sampler (default: the prior's sample_guidance_scale)")
     ap.add_argument("--grid", default=None, help="write a PNG grid of the held-out samples here")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -90,7 +91,8 @@ def main(argv=None) -> int:
     prior = load_pixel_prior(args.model, "cpu")
     clf = PatternClassifier.train(seed=args.seed)
     specs = held_out_specs()
-    res = {"model": args.model, "held_out_captions": len(specs), "guidance_scale": args.guidance_scale, "ddim_steps": 50}
+    scale = prior.config.sample_guidance_scale if args.guidance_scale is None else args.guidance_scale
+    res = {"model": args.model, "held_out_captions": len(specs), "guidance_scale": scale, "ddim_steps": 50}
     held = held_out_metrics(prior, clf, specs, args.per_caption, seed=args.seed, guidance_scale=args.guidance_scale)
     imgs = held.pop("_images")
     res["held_out"] = held

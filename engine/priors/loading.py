@@ -305,7 +305,8 @@ def load_prior(model: str, device: str | torch.device = "auto", dtype: torch.dty
 
 
 def _load_auto(dev: torch.device, dt: torch.dtype, dtype: torch.dtype | None):
-    choice = auto_choice(is_cached(DEFAULT_HUB_MODEL), hub_offline(), dev)
+    offline = hub_offline()
+    choice = auto_choice(is_cached(DEFAULT_HUB_MODEL), offline, dev)
     why = f"{DEFAULT_HUB_MODEL} is not in the local cache ({hub_cache_dir()})"
     if choice is AutoChoice.SD_CACHED:
         return _load_hub(DEFAULT_HUB_MODEL, dev, dt)
@@ -315,7 +316,7 @@ def _load_auto(dev: torch.device, dt: torch.dtype, dtype: torch.dtype | None):
             return _load_hub(DEFAULT_HUB_MODEL, dev, dt)
         except ModelNotFoundError:
             why = f"{DEFAULT_HUB_MODEL} could not be downloaded into {hub_cache_dir()} (no network, or the hub refused)"
-    elif dev.type != "cuda" and not hub_offline():
+    elif not offline:  # online but not CUDA: the policy's CPU rule
         why += " and auto does not download it for a CPU run (hours per texture there)"
     try:
         prior = _load_embedded(dev, dtype)

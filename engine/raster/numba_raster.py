@@ -327,8 +327,9 @@ def rasterize_numba(clip: np.ndarray, faces: np.ndarray, H: int, W: int, uvs: np
         with NUMBA_LOCK:
             _setup(cl, faces, H, W, float(cull), coef, bbox, back)
             start, items = _bin(bbox, n_bands, BAND_ROWS)
-            _raster_bands(coef, bbox, back, bool(early_z and cull == 0), start, items, BAND_ROWS, uvs, normals, attrs, zbuf, out["tri_id"][b],
-                          out["bary"][b], out["depth"][b], out["uv"][ab], out["normal"][ab], out["uv_da"][ab])
+            _raster_bands(coef, bbox, back, bool(early_z and cull == 0), start, items, BAND_ROWS, uvs, normals, attrs,
+                          zbuf, out["tri_id"][b], out["bary"][b], out["depth"][b], out["uv"][ab], out["normal"][ab],
+                          out["uv_da"][ab])
     if not attrs:
         for k in ("uv", "normal", "uv_da"):
             del out[k]
