@@ -71,7 +71,8 @@ def test_batch_resumes_skips_and_survives_a_failure(tmp_path, tiny_sd_dir, capsy
                  "--shard", "0/1"] + opts)
     assert code == 6
     summary = {r["asset"]: r for r in json.loads((out / "batch_summary.json").read_text())["assets"]}
-    assert summary["box.npz"] == {"asset": "box.npz", "out": str(out / "box"), "status": "skipped", "reason": "done"}
+    assert {k: summary["box.npz"][k] for k in ("asset", "out", "status", "reason", "attempts")} == {
+        "asset": "box.npz", "out": str(out / "box"), "status": "skipped", "reason": "done", "attempts": 0}
     assert (out / "box" / "texture.png").stat().st_mtime_ns == mtime
 
     # Only failures -> exit 1; no prompt at all -> usage error 2.
