@@ -4,6 +4,9 @@ Written atomically (temp file in the same folder, then ``os.replace``), so a cra
 or a cancel never leaves a half-written ``latest.pt``. Read with
 ``torch.load(weights_only=True)``: only tensors and plain Python values, no pickle
 code execution (numpy's RNG state is stored as a tensor for that reason).
+Before writing, the free space is checked (``engine.diskspace``): a checkpoint that
+would not fit fails with ``DiskFull`` before a byte is written, and a failed write
+leaves no temp file.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from engine.diskspace import checkpoint_bytes, require_free
 from engine.errors import SpecError
 
 CHECKPOINT_FORMAT = 1
@@ -62,9 +66,12 @@ def restore_rng(state: dict[str, Any], generator: torch.Generator) -> None:
 
 
 def save_checkpoint(ckpt: Checkpoint, path: str | Path) -> Path:
-    """Write ``ckpt`` to ``path`` atomically (tmp + fsync + rename)."""
+    """Write ``ckpt`` to ``path`` atomically (tmp + fsync + rename).
+
+    Raises ``DiskFull`` (nothing written) when the folder lacks ``checkpoint_bytes`` free."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    require_free(path.parent, checkpoint_bytes(ckpt.logits.numel() * ckpt.logits.element_size()))
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     payload = {
         "format": CHECKPOINT_FORMAT,
@@ -75,11 +82,15 @@ def save_checkpoint(ckpt: Checkpoint, path: str | Path) -> Path:
         "spec": ckpt.spec,
         "elapsed_s": float(ckpt.elapsed_s),
     }
-    with open(tmp, "wb") as f:
-        torch.save(payload, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(payload, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a full disk must not keep a half-written temp file
+        raise
     return path
 
 

@@ -33,6 +33,27 @@ class Limits:
 
 
 @dataclass(frozen=True)
+class Reliability:
+    """How the server keeps job state true when the disk or the store misbehaves.
+
+    check_interval_s: seconds between supervisor checks (and one at start-up): jobs marked
+        running that no worker runs are requeued or failed; state kept in memory is written.
+    write_attempts: tries for a job's state transition before it is kept in memory (and
+        written by a later check).
+    write_retry_delay_s: pause after the first failed try (doubled after each further one).
+    store_busy_timeout_s: how long one store write waits for a lock held by another process.
+    store_headroom_bytes: free space a submit needs on the store's filesystem besides its
+        uploaded files (room for the store's rows and events).
+    """
+
+    check_interval_s: float = 2.0
+    write_attempts: int = 3
+    write_retry_delay_s: float = 0.25
+    store_busy_timeout_s: float = 1.0
+    store_headroom_bytes: int = 1024 * 1024
+
+
+@dataclass(frozen=True)
 class ServerConfig:
     """Everything ``texbridge serve`` was started with.
 
@@ -48,6 +69,7 @@ class ServerConfig:
     cancel_grace_s: seconds the worker gets to stop after a cancel before it is killed.
     max_worker_crashes: a job that kills the worker this many times is failed.
     limits: upload caps.
+    reliability: state-write retries, the supervisor check and the disk-space headroom.
     """
 
     host: str
@@ -62,6 +84,7 @@ class ServerConfig:
     cancel_grace_s: float = 20.0
     max_worker_crashes: int = 3
     limits: Limits = field(default_factory=Limits)
+    reliability: Reliability = field(default_factory=Reliability)
 
     @property
     def url(self) -> str:

@@ -55,10 +55,15 @@ def format_event(seq: int, type_: str, data: str) -> bytes:
 
 
 async def stream_events(
-    store: JobStore, hub: EventHub, job_id: str, after: int, run_sync: Callable
+    store: JobStore, hub: EventHub, job_id: str, after: int, run_sync: Callable,
+    pending: Callable[[str], tuple[int, str, str] | None] | None = None,
 ) -> AsyncIterator[bytes]:
-    """Yield SSE frames for events after ``after``; ends after a terminal event
-    (or when the job is deleted)."""
+    """Yield SSE frames for events after ``after``; ends after a terminal event, at once
+    when the job is already terminal and ``after`` is at or past its last event, or when
+    the job is deleted.
+
+    pending(job_id): the terminal event of a state the store could not take yet (it is
+    sent from memory, with the id the store will give it)."""
     ev = hub.subscribe(job_id)
     try:
         while True:
@@ -71,8 +76,18 @@ async def stream_events(
                     return
             if rows:
                 continue
-            if await run_sync(store.raw, job_id) is None:
+            kept = pending(job_id) if pending is not None else None
+            if kept is not None:
+                if kept[0] > after:
+                    yield format_event(*kept)
                 return
+            raw = await run_sync(store.raw, job_id)
+            if raw is None:
+                return
+            if raw["state"] in TERMINAL_EVENTS:
+                if int(raw["last_event"]) <= after:
+                    return  # nothing more will come: end the stream instead of sending keepalives
+                continue  # its terminal event was stored after the read above
             try:
                 await asyncio.wait_for(ev.wait(), KEEPALIVE_S)
             except asyncio.TimeoutError:

@@ -130,7 +130,8 @@ def serve(config: ServerConfig, sock: socket.socket, log_level: str = "warning")
     from server.store import JobStore
     from server.supervisor import JobManager
 
-    store = JobStore(config.data_dir / "store.sqlite3")
+    _log_to_stderr()
+    store = JobStore(config.data_dir / "store.sqlite3", busy_timeout_s=config.reliability.store_busy_timeout_s)
     hub = EventHub()
     manager = JobManager(config, store, hub.notify)
     pid = os.getpid()
@@ -161,6 +162,19 @@ def serve(config: ServerConfig, sock: socket.socket, log_level: str = "warning")
         remove_discovery(pid)
         store.close()
     return 0
+
+
+def _log_to_stderr() -> None:
+    """The server's own log (failed state writes, recovered jobs) on stderr, with times."""
+    import logging
+
+    logger = logging.getLogger("texbridge.server")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s texbridge %(levelname)s: %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
 
 
 class _Stopped(Exception):

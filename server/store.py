@@ -76,10 +76,11 @@ class DuplicateKey(Exception):
 class JobStore:
     """SQLite-backed jobs/events/previews. All methods are thread-safe."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, busy_timeout_s: float = 30.0):
+        """busy_timeout_s: how long a write waits for a lock another process holds before it fails."""
         self.path = Path(path)
         self._lock = threading.RLock()
-        self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None, timeout=30)
+        self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None, timeout=busy_timeout_s)
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
@@ -171,9 +172,15 @@ class JobStore:
             rows = self._db.execute("SELECT * FROM jobs ORDER BY seq DESC").fetchall()
         return [self.to_public(r) for r in rows]
 
-    def next_queued(self) -> sqlite3.Row | None:
+    def next_queued(self, exclude: frozenset[str] | set[str] = frozenset()) -> sqlite3.Row | None:
+        """The oldest queued job whose id is not in ``exclude``."""
         with self._lock:
-            return self._db.execute("SELECT * FROM jobs WHERE state='queued' ORDER BY seq LIMIT 1").fetchone()
+            if not exclude:
+                return self._db.execute("SELECT * FROM jobs WHERE state='queued' ORDER BY seq LIMIT 1").fetchone()
+            marks = ",".join("?" * len(exclude))
+            return self._db.execute(
+                f"SELECT * FROM jobs WHERE state='queued' AND id NOT IN ({marks}) ORDER BY seq LIMIT 1", tuple(exclude)
+            ).fetchone()
 
     def count_state(self, state: str) -> int:
         with self._lock:
@@ -223,19 +230,26 @@ class JobStore:
                 ).fetchone()
             return self._db.execute("SELECT * FROM previews WHERE job_id=? AND version=?", (job_id, version)).fetchone()
 
-    def finish(self, job_id: str, state: str, error: str | None = None, data: dict[str, Any] | None = None) -> None:
-        """Move a job to a terminal state and emit the matching terminal event."""
+    @staticmethod
+    def terminal_payload(state: str, error: str | None, data: dict[str, Any] | None) -> dict[str, Any]:
+        """The data of a terminal event."""
+        payload = dict(data or {})
+        payload["state"] = state
+        if error is not None:
+            payload["error"] = error
+        return payload
+
+    def finish(self, job_id: str, state: str, error: str | None = None, data: dict[str, Any] | None = None,
+               at: float | None = None) -> None:
+        """Move a job to a terminal state (finished ``at``, default now) and emit the matching terminal event."""
         assert state in TERMINAL
         with self._tx() as db:
             row = self._get(db, job_id)
             if row is None or row["state"] in TERMINAL:
                 return
-            db.execute("UPDATE jobs SET state=?, error=?, finished_at=? WHERE id=?", (state, error, time.time(), job_id))
-            payload = dict(data or {})
-            payload["state"] = state
-            if error is not None:
-                payload["error"] = error
-            self._emit(db, job_id, state, payload)
+            db.execute("UPDATE jobs SET state=?, error=?, finished_at=? WHERE id=?",
+                       (state, error, time.time() if at is None else at, job_id))
+            self._emit(db, job_id, state, self.terminal_payload(state, error, data))
 
     def requeue_after_crash(self, job_id: str, reason: str, count: bool = True) -> int:
         """Put a running job back in the queue after its worker died; returns its crash count.

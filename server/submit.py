@@ -2,7 +2,9 @@
 
 The spec's ``mesh`` and ``init_texture`` are always replaced by the uploaded files'
 paths inside the job folder (a client cannot name server paths), ``model`` must be one
-the server was started with (or ``auto``), and ``device`` is the server's.
+the server was started with (or ``auto``), and ``device`` is the server's. While the
+store cannot write, or the disk lacks room for the upload and the store's headroom, the
+submit is refused with 507 (disk full) or 503 and nothing is written.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from engine.errors import SpecError
 from engine.job import TextureJob
 from server.config import ServerConfig
 from server.events import EventHub
+from server.statewrites import STORE_ERRORS, is_disk_full, submit_problem, unavailable
 from server.store import DuplicateKey, JobStore
 from server.supervisor import JobManager
 from server.uploads import UploadError, check_mesh, check_png
@@ -143,6 +146,11 @@ async def handle_submit(request: Request, config: ServerConfig, store: JobStore,
     finally:
         await form.close()
 
+    upload = len(mesh_bytes) + len(init_bytes or b"") + len(spec_text.encode())
+    headroom = config.reliability.store_headroom_bytes
+    problem = await run_in_threadpool(submit_problem, manager.writes, store.path, manager.jobs_dir, upload, headroom)
+    if problem is not None:
+        return _err(problem.status, str(problem))
     job_id = uuid.uuid4().hex
     job_dir = manager.job_dir(job_id)
 
@@ -164,13 +172,19 @@ async def handle_submit(request: Request, config: ServerConfig, store: JobStore,
     except OSError as exc:
         shutil.rmtree(job_dir, ignore_errors=True)
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            return _err(507, "disk full: the engine cannot store the job's inputs; free disk space and resubmit")
+            return _err(507, f"disk full: the engine cannot store the job's inputs in {manager.jobs_dir} ({exc.strerror}); "
+                        f"need {upload / 2**20:.1f} MB there: free disk space and resubmit")
         raise
     try:
         created = await run_in_threadpool(store.create_job, job_id, spec, job.steps, key)
     except DuplicateKey as dup:
         shutil.rmtree(job_dir, ignore_errors=True)
         return JSONResponse(dup.job, status_code=200)
+    except STORE_ERRORS as exc:  # the store cannot write: nothing of this job is kept
+        shutil.rmtree(job_dir, ignore_errors=True)
+        manager.writes.note_failure(job_id, "create it", exc)
+        failure = unavailable(manager.writes, store.path, upload + headroom, "store new jobs")
+        return _err(507 if is_disk_full(exc) else failure.status, str(failure))
     except Exception:
         shutil.rmtree(job_dir, ignore_errors=True)
         raise

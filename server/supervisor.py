@@ -10,35 +10,35 @@ Failure handling:
   deaths it is failed with the reason;
 - the server dies: on the next start, jobs left ``running`` are requeued the same way;
 - cancel: a flag file the loop checks every step; after ``cancel_grace_s`` the worker is
-  killed and the job is cancelled anyway.
+  killed and the job is cancelled anyway;
+- the store cannot write (full disk, lock held elsewhere): transitions are retried and
+  kept in memory meanwhile (``server.statewrites``); a check every
+  ``reliability.check_interval_s`` (and at start-up) writes them, and requeues or fails
+  any job marked running that no worker runs;
+- a job whose checkpoint would not fit on its disk fails before it starts
+  (``engine.diskspace``); the engine checks again before each checkpoint.
 """
 
 from __future__ import annotations
 
-import multiprocessing
-import os
-import signal
+import json
 import threading
 import time
-import traceback
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, Callable
 
+from engine.diskspace import DiskFull, checkpoint_bytes, require_free, texture_bytes
 from server.config import ServerConfig
+from server.statewrites import StateWrites, log, remove_temp_files, unavailable
 from server.store import TERMINAL, JobStore
-from server.worker import CANCEL_FLAG, SUSPEND_FLAG, worker_main
+from server.worker import CANCEL_FLAG, SUSPEND_FLAG
+from server.workerproc import WorkerHandle, WorkerKeeper, describe_exit, has_checkpoint
 
 #: Seconds a running job gets to checkpoint when the server stops cleanly.
 SHUTDOWN_GRACE_S = 10.0
 
-
-def has_checkpoint(job_dir: Path) -> bool:
-    """True when the runner left a complete checkpoint (``checkpoints/latest.*``, not a temp file)."""
-    folder = job_dir / "checkpoints"
-    if not folder.is_dir():
-        return False
-    return any(p.name.startswith("latest.") and not p.name.endswith(".tmp") and p.is_file() for p in folder.iterdir())
+__all__ = ["EngineBusy", "JobConflict", "JobManager", "describe_exit", "has_checkpoint"]
 
 
 class EngineBusy(Exception):
@@ -49,43 +49,7 @@ class JobConflict(Exception):
     """The job's state does not allow the request (message says why)."""
 
 
-def describe_exit(code: int | None) -> str:
-    if code is None:
-        return "the worker stopped responding"
-    if code < 0:
-        try:
-            name = signal.Signals(-code).name
-        except ValueError:
-            name = f"signal {-code}"
-        hint = " (often the out-of-memory killer)" if -code == getattr(signal, "SIGKILL", 9) else ""
-        return f"the worker was killed by {name}{hint}"
-    return f"the worker exited with code {code}"
-
-
-class _WorkerHandle:
-    def __init__(self, device: str):
-        ctx = multiprocessing.get_context("spawn")
-        self.conn, child = ctx.Pipe()
-        self.proc = ctx.Process(target=worker_main, args=(child, os.getpid(), device), name="texbridge-worker", daemon=True)
-        self.proc.start()
-        child.close()
-
-    @property
-    def pid(self) -> int | None:
-        return self.proc.pid
-
-    def kill(self) -> int | None:
-        if self.proc.is_alive():
-            self.proc.kill()
-        self.proc.join(10)
-        try:
-            self.conn.close()
-        except OSError:
-            pass
-        return self.proc.exitcode
-
-
-class JobManager:
+class JobManager(WorkerKeeper):
     """Owns the worker and the dispatcher thread. Thread-safe public methods."""
 
     def __init__(self, config: ServerConfig, store: JobStore, notify: Callable[[str], None]):
@@ -98,11 +62,14 @@ class JobManager:
         self._stop = threading.Event()
         self._commands: list[tuple[str, Future]] = []
         self._thread: threading.Thread | None = None
-        self._worker: _WorkerHandle | None = None
+        self._worker: WorkerHandle | None = None
         self.running_job: str | None = None
         self.device: str = config.device
         self.versions: dict[str, str] = {}
         self.loaded_model: str | None = None
+        self.writes = StateWrites(store, config.reliability)
+        self._cancel_wanted: set[str] = set()  # cancel requests the store could not record
+        self._checker: threading.Thread | None = None
 
     # -- lifecycle -----------------------------------------------------------------
     def job_dir(self, job_id: str) -> Path:
@@ -110,15 +77,19 @@ class JobManager:
 
     def start(self) -> None:
         self.jobs_dir.mkdir(parents=True, exist_ok=True)
-        self.recover()
+        self.check(startup=True)
         self._thread = threading.Thread(target=self._loop, name="texbridge-dispatcher", daemon=True)
         self._thread.start()
+        self._checker = threading.Thread(target=self._check_loop, name="texbridge-check", daemon=True)
+        self._checker.start()
 
     def stop(self) -> None:
         self._stop.set()
         self.wake()
         if self._thread is not None:
             self._thread.join(30)
+        if self._checker is not None:
+            self._checker.join(10)
         if self._worker is not None:
             self._worker.kill()
             self._worker = None
@@ -127,43 +98,70 @@ class JobManager:
         with self._wake:
             self._wake.notify_all()
 
-    def recover(self) -> None:
-        """Requeue jobs a previous server left ``running`` (they resume from their checkpoint)."""
-        for job_id in self.store.ids_in_state("running"):
-            self._after_worker_death(job_id, "the engine process stopped while this job was running")
+    def _check_loop(self) -> None:
+        while not self._stop.wait(self.config.reliability.check_interval_s):
+            try:
+                self.check()
+            except Exception:  # the check must outlive any single failure
+                log.exception("supervisor check failed; it runs again in %g s", self.config.reliability.check_interval_s)
 
-    @property
-    def worker_pid(self) -> int | None:
-        w = self._worker
-        return w.pid if w is not None and w.proc.is_alive() else None
+    def check(self, startup: bool = False) -> None:
+        """Write the states kept in memory, then requeue (from the checkpoint, within the crash
+        limit) or fail every job marked running that no worker is running."""
+        for job_id in self.writes.flush():
+            self.notify(job_id)
+        reason = ("the engine process stopped while this job was running" if startup
+                  else "the job was marked running but no engine worker was running it")
+        with self._lock:
+            for job_id in self.store.ids_in_state("running"):
+                if job_id != self.running_job and self.writes.pending(job_id) is None:
+                    log.warning("job %s: %s; requeueing it from its checkpoint", job_id, reason)
+                    self._after_worker_death(job_id, reason, attempts=None if startup else 1)
+
+    def view(self, job_id: str) -> dict[str, Any] | None:
+        """The job as the server knows it (a state not yet written to the store included)."""
+        return self.writes.overlay(self.store.get(job_id))
+
+    def list_view(self) -> list[dict[str, Any]]:
+        return [self.writes.overlay(j) for j in self.store.list()]
+
+    def queue_length(self) -> int:
+        return len(set(self.store.ids_in_state("queued")) - self.writes.pending_ids())
 
     # -- requests from the API -----------------------------------------------------
     def cancel(self, job_id: str) -> dict[str, Any] | None:
         with self._lock:
-            job = self.store.get(job_id)
+            job = self.view(job_id)
             if job is None or job["state"] in TERMINAL:
                 return job
-            if job["state"] == "queued":
-                self.store.finish(job_id, "cancelled")
+            if job["state"] == "queued" or job_id != self.running_job:
+                self.writes.finish(job_id, "cancelled")  # queued, or marked running with no worker: it ends now
             else:
-                self.store.request_cancel(job_id)
+                ok, _ = self.writes.attempt(job_id, "record its cancel request", self.store.request_cancel, job_id)
+                if not ok:
+                    self._cancel_wanted.add(job_id)
                 try:
                     (self.job_dir(job_id) / CANCEL_FLAG).touch()
-                except OSError:
-                    pass  # the grace-period kill still stops it
+                except OSError as exc:
+                    log.warning("job %s: cannot write its cancel flag (%s); its worker is killed after %g s",
+                                job_id, exc, self.config.cancel_grace_s)
         self.notify(job_id)
-        return self.store.get(job_id)
+        return self.view(job_id)
 
     def delete(self, job_id: str) -> bool:
         import shutil
 
         with self._lock:
-            job = self.store.get(job_id)
+            job = self.view(job_id)
             if job is None:
                 return False
             if job["state"] == "running":
                 raise JobConflict("job is running; cancel it first (POST /v1/jobs/{id}/cancel), then delete it")
-            self.store.delete(job_id)
+            ok, _ = self.writes.attempt(job_id, "delete it", self.store.delete, job_id)
+            if not ok:
+                raise unavailable(self.writes, self.store.path, self.config.reliability.store_headroom_bytes, "delete jobs")
+            self.writes.drop(job_id)
+            self._cancel_wanted.discard(job_id)
         shutil.rmtree(self.job_dir(job_id), ignore_errors=True)
         self.notify(job_id)
         return True
@@ -172,7 +170,7 @@ class JobManager:
         job_id = self.running_job
         # A job whose terminal event is already stored counts as done: the dispatcher
         # frees the worker right after storing it and then runs this command.
-        row = self.store.get(job_id) if job_id is not None else None
+        row = self.view(job_id) if job_id is not None else None
         if row is not None and row["state"] == "running":
             raise EngineBusy("a job is running; cancel it or wait for it before unloading the model")
         fut: Future = Future()
@@ -187,58 +185,62 @@ class JobManager:
             try:
                 self._step()
             except Exception as exc:  # the dispatcher must outlive any single failure
-                traceback.print_exc()
-                job_id, self.running_job = self.running_job, None
+                log.exception("dispatcher error (job %s)", self.running_job)
                 worker, self._worker = self._worker, None
                 if worker is not None:  # its messages must not leak into the next job
                     worker.kill()
+                with self._lock:
+                    job_id = self.running_job
+                    if job_id is not None:
+                        self.store_error(job_id, exc)
+                    self.running_job = None
                 if job_id is not None:
-                    self.store_error(job_id, exc)
+                    remove_temp_files(self.job_dir(job_id))
                     self.notify(job_id)
                 time.sleep(0.5)
 
     def _step(self) -> None:
         """One dispatcher round: pending commands, then the next queued job (or a short wait)."""
         self._run_commands()
+        started = False
+        wait = 0.5
         with self._lock:
-            row = self.store.next_queued()
+            row = self.store.next_queued(exclude=self.writes.pending_ids())
             if row is not None:
                 job_id = row["id"]
-                resume = has_checkpoint(self.job_dir(job_id))
-                self.store.mark_running(job_id, resume)
-                self.running_job = job_id
-        if row is None:
+                problem = self._space_problem(row)
+                if problem is not None:  # fail before anything is written
+                    log.warning("job %s: %s", job_id, problem)
+                    self.writes.finish(job_id, "failed", error=problem)
+                    self.notify(job_id)
+                    wait = 0.0  # on to the next queued job
+                else:
+                    resume = has_checkpoint(self.job_dir(job_id))
+                    started, _ = self.writes.attempt(job_id, "mark it running", self.store.mark_running, job_id, resume, attempts=1)
+                    if started:
+                        self.running_job = job_id
+                    else:  # the job stays queued; try again after a check interval
+                        wait = self.config.reliability.check_interval_s
+        if not started:
             self._ensure_worker_or_none()
             with self._wake:
-                if not self._commands and not self._stop.is_set():
-                    self._wake.wait(0.5)
+                if wait and not self._commands and not self._stop.is_set():
+                    self._wake.wait(wait)
             return
         self.notify(job_id)
         self._run_job(row, resume)
-        self.running_job = None
+        with self._lock:
+            self.running_job = None
+        remove_temp_files(self.job_dir(job_id))  # what a write on a full disk left (its worker is done)
 
-    def _ensure_worker_or_none(self) -> None:
-        """Keep a warm worker (spawned eagerly so its imports overlap with the queue)
-        and read the messages it sends while idle (hello, unload results)."""
-        if self._stop.is_set():
-            return
-        w = self._worker
-        if w is not None:
-            try:
-                while w.conn.poll(0):
-                    kind, data = w.conn.recv()
-                    self._handle_info(kind, data)
-            except (EOFError, OSError):
-                pass
-            if w.proc.is_alive():
-                return
-            self._worker = None
-            w.kill()
-            self.loaded_model = None
+    def _space_problem(self, row) -> str | None:
+        """``disk full: ...`` when the job's checkpoint would not fit in its folder, else None."""
+        size = int(json.loads(row["spec"]).get("texture_size", 0) or 0)
         try:
-            self._worker = _WorkerHandle(self.config.device)
-        except OSError:
-            self._worker = None
+            require_free(self.job_dir(row["id"]), checkpoint_bytes(texture_bytes(size)))
+        except DiskFull as exc:
+            return str(exc)
+        return None
 
     def _run_commands(self) -> None:
         with self._wake:
@@ -250,53 +252,13 @@ class JobManager:
             except Exception as exc:  # pragma: no cover
                 fut.set_exception(exc)
 
-    def _unload_now(self) -> dict[str, Any]:
-        w = self._worker
-        if w is None or not w.proc.is_alive():
-            self.loaded_model = None
-            return {"unloaded": None}
-        try:
-            w.conn.send(("unload", {}))
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline:
-                if w.conn.poll(0.2):
-                    kind, data = w.conn.recv()
-                    if kind == "unloaded":
-                        self.loaded_model = None
-                        return {"unloaded": data.get("model")}
-                    self._handle_info(kind, data)
-                elif not w.proc.is_alive():
-                    break
-        except (EOFError, OSError):
-            pass
-        self._worker = None
-        w.kill()
-        self.loaded_model = None
-        return {"unloaded": None}
-
-    def _handle_info(self, kind: str, data: dict[str, Any]) -> bool:
-        if kind == "hello":
-            self.device = data.get("device", self.device)
-            self.versions = dict(data.get("versions", {}))
-            return True
-        if kind == "loaded":
-            self.loaded_model = data.get("model")
-            return True
-        return False
-
     def _payload(self, row, resume: bool) -> dict[str, Any]:
-        import json
-
         spec = json.loads(row["spec"])
         return {"job_id": row["id"], "job_dir": str(self.job_dir(row["id"])), "spec": spec, "model": spec.get("model", "auto"), "resume": resume}
 
     def _run_job(self, row, resume: bool) -> None:
         job_id = row["id"]
-        if self._worker is None or not self._worker.proc.is_alive():
-            if self._worker is not None:
-                self._worker.kill()
-            self._worker = _WorkerHandle(self.config.device)
-        w = self._worker
+        w = self._live_worker()
         suspend_flag = self.job_dir(job_id) / SUSPEND_FLAG
         suspend_flag.unlink(missing_ok=True)
         try:
@@ -318,12 +280,12 @@ class JobManager:
                 return
             if cancel_deadline is None:
                 raw = self.store.raw(job_id)
-                if raw is not None and raw["cancel_requested"]:
+                if job_id in self._cancel_wanted or (raw is not None and raw["cancel_requested"]):
                     cancel_deadline = time.monotonic() + self.config.cancel_grace_s
             elif time.monotonic() > cancel_deadline:
                 self._worker = None
                 w.kill()
-                self.store.finish(job_id, "cancelled", data={"killed": True})
+                self.writes.finish(job_id, "cancelled", data={"killed": True})
                 self.notify(job_id)
                 return
             try:
@@ -351,62 +313,69 @@ class JobManager:
             if self._handle_job_message(job_id, kind, data):
                 return
 
-    def _suspend(self, job_id: str, w: _WorkerHandle) -> None:
+    def _suspend(self, job_id: str, w: WorkerHandle) -> None:
         """Clean shutdown: the job goes back to the queue (not counted as a crash) and
         resumes from its checkpoint on the next start."""
         self._worker = None
         w.kill()
         (self.job_dir(job_id) / SUSPEND_FLAG).unlink(missing_ok=True)
-        self.store.requeue_after_crash(job_id, "the engine was stopped; the job resumes on the next start", count=False)
-        self.notify(job_id)
+        self.writes.attempt(job_id, "requeue it for the next start", self.store.requeue_after_crash, job_id,
+                            "the engine was stopped; the job resumes on the next start", count=False)
+        self.notify(job_id)  # if that failed, the next start's check requeues it
 
     def _handle_job_message(self, job_id: str, kind: str, data: dict[str, Any]) -> bool:
-        """Persist one worker message; True when the job reached a terminal state."""
-        try:
-            if kind in ("progress", "stage"):
-                self.store.record(job_id, kind, data)
-            elif kind == "preview":
-                root = self.job_dir(job_id).resolve()
-                path = (root / str(data["path"])).resolve()
-                if root in path.parents:
-                    self.store.add_preview(job_id, int(data["step"]), path.relative_to(root).as_posix())
-            elif kind == "succeeded":
-                if (self.job_dir(job_id) / "texture.png").is_file():  # the final texture is the last version
-                    self.store.add_preview(job_id, int(data.get("steps_done", 0)), "texture.png")
-                self.store.finish(job_id, "succeeded", data=data)
-            elif kind == "failed":
-                self.store.finish(job_id, "failed", error=str(data.get("error", "unknown error")))
-            elif kind == "cancelled":
-                self.store.finish(job_id, "cancelled")
-            else:
-                return False
-        except Exception as exc:  # e.g. the disk holding the database is full
-            self.store_error(job_id, exc)
-            return kind in ("succeeded", "failed", "cancelled")
-        finally:
-            self.notify(job_id)
+        """Persist one worker message; True when the job reached a terminal state.
+
+        A progress/stage/preview event the store cannot take is logged and dropped (the job
+        goes on); a terminal state is retried, then kept in memory (``StateWrites``)."""
+        if kind in ("progress", "stage"):
+            self.writes.attempt(job_id, f"record a {kind} event", self.store.record, job_id, kind, data, attempts=1)
+        elif kind == "preview":
+            root = self.job_dir(job_id).resolve()
+            path = (root / str(data["path"])).resolve()
+            if root in path.parents:
+                self.writes.attempt(job_id, "record a preview", self.store.add_preview, job_id, int(data["step"]),
+                                    path.relative_to(root).as_posix(), attempts=1)
+        elif kind == "succeeded":
+            if (self.job_dir(job_id) / "texture.png").is_file():  # the final texture is the last version
+                self.writes.attempt(job_id, "record its final texture", self.store.add_preview, job_id,
+                                    int(data.get("steps_done", 0)), "texture.png")
+            self.writes.finish(job_id, "succeeded", data=data)
+        elif kind == "failed":
+            self.writes.finish(job_id, "failed", error=str(data.get("error", "unknown error")))
+        elif kind == "cancelled":
+            self.writes.finish(job_id, "cancelled")
+        else:
+            return False
+        self.notify(job_id)
         return kind in ("succeeded", "failed", "cancelled")
 
     def store_error(self, job_id: str, exc: Exception) -> None:
-        try:
-            self.store.finish(job_id, "failed", error=f"the server could not run or record this job ({type(exc).__name__}: {exc}); "
-                              "check free disk space and the server log, then resubmit")
-        except Exception:
-            pass
+        self.writes.finish(job_id, "failed", error=f"the server could not run or record this job ({type(exc).__name__}: "
+                           f"{exc}); check free disk space and the server log, then resubmit")
 
-    def _after_worker_death(self, job_id: str, reason: str) -> None:
+    def _after_worker_death(self, job_id: str, reason: str, attempts: int | None = None) -> None:
+        """The job's worker is gone: cancel it (if asked), else requeue it (from its checkpoint)
+        or fail it after ``max_worker_crashes``. A requeue the store cannot take is logged;
+        the job stays marked running and the next check tries again."""
         raw = self.store.raw(job_id)
-        if raw is None:
+        if raw is None or raw["state"] != "running":
             return
-        if raw["cancel_requested"]:
-            self.store.finish(job_id, "cancelled")
+        remove_temp_files(self.job_dir(job_id))
+        if raw["cancel_requested"] or job_id in self._cancel_wanted:
+            self.writes.finish(job_id, "cancelled", attempts=attempts)
         else:
-            crashes = self.store.requeue_after_crash(job_id, reason)
-            if crashes >= self.config.max_worker_crashes:
-                self.store.finish(
+            ok, crashes = self.writes.attempt(job_id, f"requeue it ({reason})", self.store.requeue_after_crash, job_id,
+                                              reason, attempts=attempts)
+            if not ok:
+                log.error("job %s: it stays marked running with no worker until the store can write; the check "
+                          "retries every %g s", job_id, self.config.reliability.check_interval_s)
+            elif crashes >= self.config.max_worker_crashes:
+                self.writes.finish(
                     job_id,
                     "failed",
                     error=f"the engine worker died {crashes} times while running this job (last: {reason}); "
                     "lower texture_size/render_size or check the server log",
+                    attempts=attempts,
                 )
         self.notify(job_id)

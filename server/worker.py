@@ -101,6 +101,20 @@ def _disk_full(exc: BaseException) -> bool:
     return False
 
 
+def _disk_space_error(exc: BaseException | None) -> BaseException | None:
+    """The engine's ``DiskFull`` in the exception chain (a later write on the full disk may
+    have raised over it), or None."""
+    from engine.diskspace import DiskFull
+
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, DiskFull):
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
 def _write_png_atomic(path: Path, texture) -> None:
     import numpy as np
     from PIL import Image
@@ -166,6 +180,9 @@ class _Worker:
         return self.prior
 
     def describe_failure(self, exc: Exception, user_error: type) -> str:
+        guard = _disk_space_error(exc)
+        if guard is not None:  # the engine's own check ("disk full: need N MB in DIR, M MB free; ...")
+            return str(guard)
         if _disk_full(exc):
             return f"disk full while writing the job's files ({exc}); free disk space and resubmit"
         if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
