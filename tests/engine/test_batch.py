@@ -81,3 +81,56 @@ def test_batch_resumes_skips_and_survives_a_failure(tmp_path, tiny_sd_dir, capsy
     (only_bad / "broken.obj").write_text("garbage\n")
     assert main(["batch", str(only_bad), "--prompt", "x", "--out", str(tmp_path / "o2")] + opts) == 1
     assert main(["batch", str(src), "--out", str(tmp_path / "o3")] + opts) == 2
+
+
+def test_manifest_is_validated_whole_before_anything_runs(tmp_path, tiny_sd_dir, capsys):
+    src = tmp_path / "assets"
+    src.mkdir()
+    for name in ("chair", "table", "lamp"):
+        save_mesh_npz(cube_mesh(), src / f"{name}.npz")
+    good = tmp_path / "good.csv"
+    good.write_text('mesh,prompt\nchair.npz,"an oak chair, worn",steps=2,view_dependent_prompts=false\n'
+                    "# a comment row\n\ntable,a glass table,cfg_scale=7.5,stage_two_start=none\n")
+    from engine.batch.manifest import plan_batch
+
+    plan = {a.name: a for a in plan_batch(src, tmp_path / "o", str(good), "a lamp", {"seed": 4})}
+    assert plan["chair.npz"].job.prompt == "an oak chair, worn" and plan["chair.npz"].job.steps == 2
+    assert plan["chair.npz"].job.view_dependent_prompts is False and plan["chair.npz"].job.seed == 4
+    assert plan["table.npz"].job.cfg_scale == 7.5 and plan["table.npz"].job.stage_two_start is None
+    assert plan["lamp.npz"].job.prompt == "a lamp" and plan["lamp.npz"].out == str(tmp_path / "o" / "lamp")
+
+    bad = tmp_path / "bad.csv"
+    bad.write_text("mesh,prompt\n"
+                   "chair.npz,a chair,steps=-1\n"        # row 2: out of range
+                   "table.npz,a table,colour=red\n"      # row 3: unknown field
+                   "sofa.npz,a sofa\n"                   # row 4: no such mesh
+                   "lamp.npz,a lamp,steps\n"             # row 5: not field=value
+                   "chair\n")                            # row 6: one column
+    out = tmp_path / "out"
+    assert main(["batch", str(src), "--prompts", str(bad), "--out", str(out), "--model", str(tiny_sd_dir)]) == 2
+    err = capsys.readouterr().err
+    assert "5 bad row(s)" in err and "nothing was run" in err
+    for expected in ("row 2 (chair.npz): steps=-1 is out of range", "row 3: unknown job field 'colour'",
+                     "row 4: no mesh named 'sofa.npz'", "row 5: column 'steps' is not field=value",
+                     "row 6: need at least two columns"):
+        assert expected in err
+    assert not out.exists()  # nothing scheduled, not even the summary
+
+    bad_json = tmp_path / "bad.json"
+    bad_json.write_text(json.dumps({"chair": {"prompt": "x", "texture_size": 100}, "table": 3}))
+    assert main(["batch", str(src), "--prompts", str(bad_json), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "2 bad row(s)" in err and "texture_size=100 is not a power of two" in err and "entry 'table'" in err
+
+
+def test_ray_flag_without_ray_installed_exits_2_with_the_install_command(tmp_path, monkeypatch, capsys):
+    import sys
+
+    src = tmp_path / "assets"
+    src.mkdir()
+    save_mesh_npz(cube_mesh(), src / "crate.npz")
+    monkeypatch.setitem(sys.modules, "ray", None)  # what `import ray` sees without the extra
+    assert main(["batch", str(src), "--prompt", "a crate", "--out", str(tmp_path / "out"), "--ray"]) == 2
+    assert 'pip install "texbridge[ray]"' in capsys.readouterr().err
+    assert main(["batch", str(src), "--prompt", "a crate", "--out", str(tmp_path / "out"), "--stage-inputs"]) == 2
+    assert "only apply with --ray" in capsys.readouterr().err
