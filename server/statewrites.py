@@ -180,19 +180,24 @@ class StateWrites:
             return None
         return p.seq, p.state, json.dumps(JobStore.terminal_payload(p.state, p.error, p.data))
 
+    @property
+    def last_failure(self) -> BaseException | None:
+        """The error of the last store write, None when it succeeded."""
+        return self._failure
+
     def failure(self) -> BaseException | None:
-        """Why the store cannot write: the last failed write while one is failing or a state is kept in memory."""
+        """Why the store cannot write, while a job's state is kept in memory (else None)."""
         with self._lock:
-            pending = bool(self._pending)
-        failure = self._failure
-        if failure is None and pending:
-            return sqlite3.OperationalError("a job's state could not be written yet")
-        return failure
+            if not self._pending:
+                return None
+        return self._failure or sqlite3.OperationalError("a job's state is not written yet (the next check writes it)")
 
 
-def unavailable(writes: StateWrites, store_path: Path, need: int, doing: str) -> StoreUnavailable:
-    """The error for a request that needs the store while it cannot write."""
-    exc = writes.failure()
+def unavailable(writes: StateWrites, store_path: Path, need: int, doing: str,
+                exc: BaseException | None = None) -> StoreUnavailable:
+    """The error for a request that needs the store while it cannot write (``exc``: why; default
+    the last failed write)."""
+    exc = exc if exc is not None else (writes.last_failure or writes.failure())
     folder = store_path.parent
     if is_disk_full(exc):
         free = free_bytes(folder)

@@ -25,7 +25,7 @@ from engine.errors import SpecError
 from engine.job import TextureJob
 from server.config import ServerConfig
 from server.events import EventHub
-from server.statewrites import STORE_ERRORS, is_disk_full, submit_problem, unavailable
+from server.statewrites import STORE_ERRORS, submit_problem, unavailable
 from server.store import DuplicateKey, JobStore
 from server.supervisor import JobManager
 from server.uploads import UploadError, check_mesh, check_png
@@ -183,8 +183,8 @@ async def handle_submit(request: Request, config: ServerConfig, store: JobStore,
     except STORE_ERRORS as exc:  # the store cannot write: nothing of this job is kept
         shutil.rmtree(job_dir, ignore_errors=True)
         manager.writes.note_failure(job_id, "create it", exc)
-        failure = unavailable(manager.writes, store.path, upload + headroom, "store new jobs")
-        return _err(507 if is_disk_full(exc) else failure.status, str(failure))
+        failure = unavailable(manager.writes, store.path, upload + headroom, "store new jobs", exc=exc)
+        return _err(failure.status, str(failure))
     except Exception:
         shutil.rmtree(job_dir, ignore_errors=True)
         raise

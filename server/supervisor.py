@@ -159,7 +159,8 @@ class JobManager(WorkerKeeper):
                 raise JobConflict("job is running; cancel it first (POST /v1/jobs/{id}/cancel), then delete it")
             ok, _ = self.writes.attempt(job_id, "delete it", self.store.delete, job_id)
             if not ok:
-                raise unavailable(self.writes, self.store.path, self.config.reliability.store_headroom_bytes, "delete jobs")
+                raise unavailable(self.writes, self.store.path, self.config.reliability.store_headroom_bytes, "delete jobs",
+                                  exc=self.writes.last_failure)
             self.writes.drop(job_id)
             self._cancel_wanted.discard(job_id)
         shutil.rmtree(self.job_dir(job_id), ignore_errors=True)

@@ -274,3 +274,35 @@ def test_full_disk_fails_the_job_refuses_submits_and_recovers(tmp_path, tiny_sd_
             assert temps == []
     finally:
         assert srv.stop() == 0
+
+
+def test_state_kept_in_memory_matches_what_the_store_writes_later(tmp_path):
+    """StateWrites over a real SQLite store whose lock another process holds: the failed state is
+    reported from memory with the event id the store gives it once it can write again."""
+    from server.config import Reliability
+    from server.statewrites import StateWrites, submit_problem
+    from server.store import JobStore
+
+    store = JobStore(tmp_path / "store.sqlite3", busy_timeout_s=0.2)
+    writes = StateWrites(store, Reliability(write_attempts=2, write_retry_delay_s=0.05))
+    store.create_job("a" * 32, {"prompt": "x"}, 10, None)
+    store.mark_running("a" * 32, False)
+    try:
+        with _store_locked(tmp_path / "store.sqlite3"):
+            assert writes.finish("a" * 32, "failed", error="disk full: need 1.0 MB in /x, 0.0 MB free") is False
+            assert store.get("a" * 32)["state"] == "running"  # the store could not take it ...
+            shown = writes.overlay(store.get("a" * 32))  # ... the server reports it anyway
+            assert shown["state"] == "failed" and shown["error"].startswith("disk full") and shown["finished_at"]
+            seq, kind, data = writes.event("a" * 32)
+            assert (seq, kind) == (3, "failed")  # queued=1, started=2
+            refused = submit_problem(writes, store.path, tmp_path, 1000, 1024)
+            assert refused is not None and refused.status == 503 and "cannot be written" in str(refused)
+            assert writes.flush() == []  # still locked
+        assert writes.flush() == ["a" * 32]
+        assert writes.pending("a" * 32) is None and writes.failure() is None
+        assert submit_problem(writes, store.path, tmp_path, 1000, 1024) is None  # submits are welcome again
+        job = store.get("a" * 32)
+        assert (job["state"], job["error"], job["finished_at"]) == ("failed", shown["error"], shown["finished_at"])
+        assert store.events_after("a" * 32, 2) == [(seq, kind, data)]  # same id, same data as streamed
+    finally:
+        store.close()
