@@ -191,14 +191,15 @@ class NamespacedServer(EngineServer):
 
     The test reaches that tmpfs through ``/proc/<pid>/root``; it vanishes with the server."""
 
-    def __init__(self, root: Path, model: str, size: str):
+    def __init__(self, root: Path, model: str, size: str, jobs_only: bool = False):
         super().__init__(root, model)
         self.size = size
-        self.data.mkdir(parents=True, exist_ok=True)
+        self.mount = self.data / "jobs" if jobs_only else self.data  # jobs_only: the store stays on the real disk
+        self.mount.mkdir(parents=True, exist_ok=True)
 
     def command(self) -> list[str]:
         script = f'mount -t tmpfs -o size={self.size},mode=0700 tmpfs "$0" && exec "$@"'
-        return ["unshare", "-m", "--propagation", "private", "sh", "-c", script, str(self.data), *super().command()]
+        return ["unshare", "-m", "--propagation", "private", "sh", "-c", script, str(self.mount), *super().command()]
 
     def inside(self, path: Path) -> Path:
         return Path(f"/proc/{self.proc.pid}/root{path}")
@@ -306,3 +307,31 @@ def test_state_kept_in_memory_matches_what_the_store_writes_later(tmp_path):
         assert store.events_after("a" * 32, 2) == [(seq, kind, data)]  # same id, same data as streamed
     finally:
         store.close()
+
+
+def test_full_job_disk_fails_only_that_job(tmp_path, tiny_sd_dir):
+    """Job folders on a 1 MB tmpfs, the store on the real disk: a job whose checkpoint cannot fit
+    fails at once with the exact message; the other jobs and the store are untouched."""
+    refused = _unshare_refused(tmp_path / "probe")
+    if refused:
+        pytest.skip(refused)
+    srv = NamespacedServer(tmp_path, str(tiny_sd_dir), size="1m", jobs_only=True).start()
+    try:
+        with srv.client() as c:
+            ok = submit(c).json()
+            assert read_events(c, ok["id"])[-1][1] == "succeeded"
+            before = c.get(f"/v1/jobs/{ok['id']}/results/texture.png").content
+            big = submit(c, dict(TINY_SPEC, texture_size=512)).json()  # an 18 MB checkpoint on a 1 MB disk
+            evs = read_events(c, big["id"])
+            assert [e[1] for e in evs] == ["queued", "failed"]
+            m = GUARD.match(evs[-1][2]["error"])
+            assert m and m.group(1) == str(srv.data / "jobs" / big["id"]), evs[-1]
+            assert evs[-1][2]["error"].startswith("disk full: need 18.0 MB in ")
+            assert c.get(f"/v1/jobs/{big['id']}").json()["error"] == evs[-1][2]["error"]
+            assert c.get(f"/v1/jobs/{ok['id']}/results/texture.png").content == before
+            assert {j["id"] for j in c.get("/v1/jobs").json()["jobs"]} == {ok["id"], big["id"]}
+            assert c.delete(f"/v1/jobs/{big['id']}").status_code == 204
+            again = submit(c).json()
+            assert read_events(c, again["id"])[-1][1] == "succeeded"
+    finally:
+        assert srv.stop() == 0
