@@ -24,6 +24,8 @@ ENV = {
 class NullPrior:
     def __init__(self, name: str):
         self.name = name
+        self.preferred_views = "orbit"
+        self.preferred_render_size = 64
 
     def unload(self) -> None:
         pass

@@ -113,6 +113,8 @@ def draw_panel(layout, context) -> Status:
     if s.show_advanced:
         box = layout.box()
         col = box.column(align=True)
+        col.prop(s, "recipe")
+        col.prop(s, "views")
         col.prop(s, "steps")
         col.prop(s, "render_size")
         col.prop(s, "preview_every")

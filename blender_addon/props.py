@@ -2,7 +2,10 @@
 
 ``spec_from_settings`` turns the panel's settings into the engine's ``TextureJob``
 JSON (engine/job.py, schema_version 1); the add-on never imports the engine, so the
-field names are repeated here and the server validates them.
+field names and choices are repeated here, the server validates them, and
+``tests/addon/test_spec_drift.py`` fails when they drift from the engine's.
+Settings left at "auto" / 0 / empty are not sent, so the engine's recipe and the
+model's view choices apply.
 """
 
 from __future__ import annotations
@@ -14,17 +17,11 @@ import bpy
 from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, PointerProperty, StringProperty
 
 SCHEMA_VERSION = 1
-#: The paper's calibrated modifiers (McAllister et al. 2024), as in engine/job.py.
-PAPER_TARGET_MODIFIER = ", detailed high resolution, high quality, sharp"
-PAPER_SOURCE_MODIFIER = (
-    ", oversaturated, smooth, pixelated, cartoon, foggy, hazy, blurry, bad structure, noisy, malformed"
-)
-
-#: preset -> (steps, render size). "Best" is the paper's 1000 steps.
-PRESETS: dict[str, tuple[int, int]] = {
-    "FAST": (300, 256),
-    "BALANCED": (600, 512),
-    "BEST": (1000, 512),
+#: preset -> steps. "Best" is the paper's 1000 steps. Render size stays the model's choice.
+PRESETS: dict[str, int] = {
+    "FAST": 300,
+    "BALANCED": 600,
+    "BEST": 1000,
 }
 
 METHOD_ITEMS = [
@@ -32,16 +29,28 @@ METHOD_ITEMS = [
     ("sds", "SDS", "Plain score distillation sampling"),
     ("nfsd", "NFSD", "Noise-free score distillation"),
 ]
+#: engine.guidance.recipe.Recipe
+RECIPE_ITEMS = [
+    ("auto", "Auto", "The recipe measured best for the model in use"),
+    ("paper-2d", "Paper 2D", "The SDS-Bridge authors' 2D recipe: CFG 40, stage 2 = w(t) s (tgt - src) from 50%"),
+    ("paper-3d", "Paper 3D", "The authors' threestudio recipe: CFG 100, t_max annealed at 20%, stage 2 = tgt - src from 80%"),
+]
+#: engine.cameras.ViewMode
+VIEWS_ITEMS = [
+    ("auto", "Auto", "The model's choice (close-ups for the embedded model, whole-object orbits for Stable Diffusion)"),
+    ("orbit", "Orbit", "Whole-object views around the mesh"),
+    ("closeup", "Close-up", "Views where the surface fills the frame"),
+]
 PRESET_ITEMS = [
-    ("FAST", "Fast", "300 steps, 256 px renders"),
-    ("BALANCED", "Balanced", "600 steps, 512 px renders"),
-    ("BEST", "Best", "1000 steps, 512 px renders (the paper's recipe)"),
+    ("FAST", "Fast", "300 steps"),
+    ("BALANCED", "Balanced", "600 steps"),
+    ("BEST", "Best", "1000 steps (the paper's)"),
 ]
 TEXTURE_SIZE_ITEMS = [(str(s), f"{s} px", f"{s} x {s} texture") for s in (64, 128, 256, 512, 1024, 2048, 4096)]
 
 
 def _apply_preset(self: "TexbridgeSettings", _context: Any) -> None:
-    self.steps, self.render_size = PRESETS[self.preset]
+    self.steps = PRESETS[self.preset]
 
 
 class TexbridgeSettings(bpy.types.PropertyGroup):
@@ -52,17 +61,23 @@ class TexbridgeSettings(bpy.types.PropertyGroup):
     preset: EnumProperty(name="Quality", items=PRESET_ITEMS, default="BALANCED", update=_apply_preset,
                          description="Sets steps and render size (editable under Advanced)")
     steps: IntProperty(name="Steps", default=600, min=1, max=100000)
-    render_size: IntProperty(name="Render size", default=512, min=16, max=4096, subtype="PIXEL")
+    render_size: IntProperty(name="Render size", default=0, min=0, max=4096, subtype="PIXEL",
+                             description="Rendered view side; 0 = the model's choice (512 for SD, 64 for the embedded model)")
+    recipe: EnumProperty(name="Recipe", items=RECIPE_ITEMS, default="auto",
+                         description="Optimization preset (CFG, stage switch, t annealing, learning rate)")
+    views: EnumProperty(name="Views", items=VIEWS_ITEMS, default="auto", description="Which cameras the optimization renders")
     texture_size: EnumProperty(name="Texture size", items=TEXTURE_SIZE_ITEMS, default="1024")
     seed: IntProperty(name="Seed", default=0, min=0)
     show_advanced: BoolProperty(name="Advanced", default=False)
     use_custom_cfg: BoolProperty(name="Custom CFG", default=False,
-                                 description="Off: the method's default guidance scale (paper: 40 for Bridge)")
+                                 description="Off: the recipe's guidance scale (paper-2d: 40, paper-3d: 100; NFSD 7.5)")
     cfg_scale: FloatProperty(name="CFG", default=40.0, min=0.0, max=1000.0)
     stage_two_start: IntProperty(name="Stage switch", default=0, min=0,
-                                 description="Step where Bridge leaves its SDS warm-up; 0 = half the steps (paper: 500 of 1000)")
-    source_modifier: StringProperty(name="Source modifier", default=PAPER_SOURCE_MODIFIER)
-    target_modifier: StringProperty(name="Target modifier", default=PAPER_TARGET_MODIFIER)
+                                 description="Step where Bridge leaves its SDS warm-up; 0 = the recipe's (paper-2d: half the steps)")
+    source_modifier: StringProperty(name="Source modifier", default="",
+                                    description="Bridge source suffix; empty = the recipe's (the paper's calibrated one)")
+    target_modifier: StringProperty(name="Target modifier", default="",
+                                    description="Bridge target suffix; empty = the recipe's")
     model: StringProperty(name="Model", default="auto", description="auto, or a model the engine was started with")
     preview_every: IntProperty(name="Preview every", default=10, min=1, description="Steps between live previews")
     refine_prompt: StringProperty(name="Edit", description="How to change the current texture", default="")
@@ -86,15 +101,19 @@ def spec_from_settings(s: TexbridgeSettings, prompt: str | None = None) -> dict[
         "schema_version": SCHEMA_VERSION,
         "prompt": prompt,
         "method": s.method,
+        "recipe": s.recipe,
+        "views": s.views,
         "steps": int(s.steps),
-        "render_size": int(s.render_size),
         "texture_size": int(s.texture_size),
         "seed": int(s.seed),
         "model": s.model.strip() or "auto",
-        "source_modifier": s.source_modifier,
-        "target_modifier": s.target_modifier,
         "preview_every": int(s.preview_every),
     }
+    if s.render_size > 0:
+        spec["render_size"] = int(s.render_size)
+    for name in ("source_modifier", "target_modifier"):
+        if getattr(s, name).strip():
+            spec[name] = getattr(s, name)
     if s.use_custom_cfg:
         spec["cfg_scale"] = float(s.cfg_scale)
     if s.stage_two_start > 0:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from enum import Enum
 
 import numpy as np
 import torch
@@ -134,3 +135,89 @@ def fixed_views(n: int, config: OrbitConfig = OrbitConfig()) -> Cameras:
     az = np.arange(n, dtype=np.float64) * (360.0 / n)
     az = np.where(az > 180, az - 360, az)
     return orbit_cameras(az, np.full(n, config.fixed_elevation_deg), config.distance, config)
+
+
+class ViewMode(str, Enum):
+    """Which cameras the optimization renders (one closed set; ``auto`` = the prior's choice).
+
+    ORBIT: whole-object views on an orbit around the origin (``OrbitConfig``), the
+        DreamFusion / threestudio setting, for priors trained on photos of objects (SD).
+    CLOSEUP: views aimed at random surface points along their normals, the surface filling
+        the frame (``CloseupConfig``), for priors trained on full-frame texture swatches
+        (the embedded prior).
+    """
+
+    AUTO = "auto"
+    ORBIT = "orbit"
+    CLOSEUP = "closeup"
+
+
+@dataclass(frozen=True)
+class CloseupConfig:
+    """Close-up cameras looking at surface points (the surface fills the frame).
+
+    half_extent: half the width of the frame at the aimed point, in normalized units (the
+        mesh lies in the unit sphere); 0.3 frames about a 0.6 x 0.6 patch. Measured in
+        ``benchmarks/texture_quality.py`` (README table "views").
+    extent_jitter: half-extents drawn uniformly from half_extent * [1 - j, 1 + j].
+    tilt_deg: the view direction is the face normal tilted by up to this angle (uniform in
+        the cone), so slanted views are seen too.
+    fov_deg: vertical field of view; the distance follows from it and the extent.
+    near / far: clip planes.
+    """
+
+    half_extent: float = 0.3
+    extent_jitter: float = 0.15
+    tilt_deg: float = 30.0
+    fov_deg: float = 30.0
+    near: float = 0.02
+    far: float = 100.0
+
+
+def _cameras_from_eyes(eye: np.ndarray, target: np.ndarray, fov_deg: float, near: float, far: float) -> Cameras:
+    """(B,3) eyes looking at (B,3) targets with world +Y up; azimuth/elevation of the view
+    direction (target - eye reversed, i.e. where the camera sits as seen from the target)."""
+    b = eye.shape[0]
+    view = np.stack([look_at(eye[i:i + 1], target[i], np.array([0.0, 1.0, 0.0]))[0] for i in range(b)]) if b else np.zeros((0, 4, 4))
+    proj = np.broadcast_to(perspective(fov_deg, near, far), view.shape)
+    d = eye - target
+    d = d / np.maximum(np.linalg.norm(d, axis=1, keepdims=True), 1e-12)
+    az = np.degrees(np.arctan2(d[:, 0], d[:, 2]))
+    el = np.degrees(np.arcsin(np.clip(d[:, 1], -1.0, 1.0)))
+    f32 = lambda x: torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))  # noqa: E731
+    return Cameras(f32(view), f32(proj), f32(eye), f32(az), f32(el), float(fov_deg))
+
+
+def closeup_cameras(positions: np.ndarray, faces: np.ndarray, config: CloseupConfig, n: int,
+                    generator: torch.Generator) -> Cameras:
+    """n cameras aimed at area-weighted random surface points along tilted face normals.
+
+    positions (V, 3) in the normalized frame (``Mesh.normalized_positions``), faces (F, 3),
+    counter-clockwise = front. Deterministic for a seeded ``generator``. The camera sits at
+    distance ``half_extent / tan(fov / 2)`` from the point, so the frame spans about
+    ``2 * half_extent`` there.
+    """
+    p = np.asarray(positions, np.float64)[np.asarray(faces)]  # (F, 3, 3)
+    cross = np.cross(p[:, 1] - p[:, 0], p[:, 2] - p[:, 0])
+    area = np.linalg.norm(cross, axis=1)
+    if not np.isfinite(area).all() or area.sum() <= 0:
+        raise ValueError("the mesh has no surface area; close-up views need faces with area")
+    normal = cross / np.maximum(area[:, None], 1e-20)
+    u = torch.rand(n, 6, generator=generator, dtype=torch.float64).numpy()
+    face = np.minimum(np.searchsorted(np.cumsum(area) / area.sum(), u[:, 0], side="right"), len(area) - 1)
+    r1, r2 = np.sqrt(u[:, 1]), u[:, 2]  # uniform point in the triangle
+    pts = ((1 - r1)[:, None] * p[face, 0] + (r1 * (1 - r2))[:, None] * p[face, 1] + (r1 * r2)[:, None] * p[face, 2])
+    nrm = normal[face]
+    # tilt: uniform direction in the cone of half-angle tilt_deg around the normal
+    cos_max = math.cos(math.radians(config.tilt_deg))
+    cos_t = 1 - u[:, 3] * (1 - cos_max)
+    sin_t = np.sqrt(np.maximum(0.0, 1 - cos_t**2))
+    phi = 2 * math.pi * u[:, 4]
+    helper = np.where(np.abs(nrm[:, 1:2]) < 0.9, np.array([[0.0, 1.0, 0.0]]), np.array([[1.0, 0.0, 0.0]]))
+    t1 = np.cross(nrm, helper)
+    t1 /= np.linalg.norm(t1, axis=1, keepdims=True)
+    t2 = np.cross(nrm, t1)
+    d = cos_t[:, None] * nrm + sin_t[:, None] * (np.cos(phi)[:, None] * t1 + np.sin(phi)[:, None] * t2)
+    extent = config.half_extent * (1 + config.extent_jitter * (2 * u[:, 5] - 1))
+    dist = extent / math.tan(math.radians(config.fov_deg) / 2)
+    return _cameras_from_eyes(pts + d * dist[:, None], pts, config.fov_deg, config.near, config.far)

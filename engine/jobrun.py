@@ -21,7 +21,6 @@ import numpy as np
 import torch
 
 from engine.errors import JobCancelled, SpecError, TexbridgeError
-from engine.guidance.config import GuidanceConfig
 from engine.job import TextureJob
 from engine.runner import CHECKPOINT, JOB_JSON, JobCallbacks, JobResult
 
@@ -44,17 +43,18 @@ def versions() -> dict[str, str]:
     return out
 
 
-def guidance_config(job: TextureJob) -> GuidanceConfig:
-    """The guidance settings a job asks for."""
-    return GuidanceConfig(
-        method=job.method,
-        cfg_scale=job.cfg_scale,
-        stage_two_start=job.stage_two_step,
-        source_modifier=job.source_modifier,
-        target_modifier=job.target_modifier,
-        edit_source_prompt=job.edit_source_prompt,
-        view_dependent_prompts=job.view_dependent_prompts,
-    )
+def build_views(resolved, ctx, mesh, views_per_step: int):
+    """The loop's ``ViewSource``: fresh close-ups, or a cache of seeded orbit views."""
+    from engine.cameras import CloseupConfig, OrbitConfig, ViewMode, sample_orbit
+    from engine.render import ViewCache
+    from engine.views import CachedViews, CloseupViews
+
+    job = resolved.job
+    if resolved.views is ViewMode.CLOSEUP:
+        return CloseupViews(ctx, mesh, CloseupConfig(), resolved.render_size)
+    n_views = min(VIEW_CACHE_MAX, max(VIEW_CACHE_MIN, job.steps * views_per_step))
+    cams = sample_orbit(OrbitConfig(), n_views, torch.Generator().manual_seed(job.seed))
+    return CachedViews(ViewCache.build(ctx, mesh, cams, resolved.render_size))
 
 
 def optimization_render_config(texture_size: int, render_size: int):
@@ -111,13 +111,11 @@ def face_texel_mask(mesh, size: int) -> torch.Tensor | None:
 
 
 def execute(job: TextureJob, out: Path, *, mesh, prior, callbacks: JobCallbacks, resume: bool) -> JobResult:
-    from engine.cameras import OrbitConfig, sample_orbit
     from engine.export import contact_sheet, export_glb, pad_texture, save_texture_png, uv_coverage_mask
     from engine.mesh import load_mesh
     from engine.optimize import OptimizeConfig, optimize_texture
     from engine.priors.loading import load_prior, resolve_device
     from engine.raster import RasterContext
-    from engine.render import ViewCache
 
     out.mkdir(parents=True, exist_ok=True)
     (out / "checkpoints").mkdir(exist_ok=True)
@@ -155,18 +153,16 @@ def execute(job: TextureJob, out: Path, *, mesh, prior, callbacks: JobCallbacks,
                             "name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"}
 
         t0 = time.perf_counter()
+        resolved = job.resolve(prior.preferred_views, prior.preferred_render_size)
         views_per_step = job.views_per_step or (4 if device.type == "cuda" else 1)
-        n_views = min(VIEW_CACHE_MAX, max(VIEW_CACHE_MIN, job.steps * views_per_step))
         ctx = RasterContext(job.backend, device=device)
         record["backend"] = getattr(ctx.backend, "value", str(ctx.backend))
-        cams = sample_orbit(OrbitConfig(), n_views, torch.Generator().manual_seed(job.seed))
-        views = ViewCache.build(ctx, mesh, cams, job.render_size)
+        views = build_views(resolved, ctx, mesh, views_per_step)
         timings["view_cache_s"] = time.perf_counter() - t0
 
-        render_config = optimization_render_config(job.texture_size, job.render_size)
-        guidance = guidance_config(job)
-        record["guidance"] = {"method": job.method.value, "cfg_scale": guidance.scale,
-                              "stage_two_start": job.stage_two_step if job.method.value == "bridge" else None}
+        render_config = optimization_render_config(job.texture_size, resolved.render_size)
+        guidance = resolved.guidance_config()
+        record["resolved"] = resolved.to_dict()
         write_json_atomic(out / JOB_JSON, record)
         init = load_init_texture(job.init_texture, job.texture_size) if job.init_texture else None
         user_preview = callbacks.on_preview
@@ -180,7 +176,8 @@ def execute(job: TextureJob, out: Path, *, mesh, prior, callbacks: JobCallbacks,
         t0 = time.perf_counter()
         result = optimize_texture(
             prior=prior, views=views, guidance=guidance, prompt=job.prompt, render_config=render_config,
-            config=OptimizeConfig(steps=job.steps, learning_rate=job.learning_rate, views_per_step=views_per_step,
+            config=OptimizeConfig(steps=job.steps, learning_rate=resolved.values.learning_rate,
+                                  betas=resolved.values.betas, eps=resolved.values.eps, views_per_step=views_per_step,
                                   checkpoint_every=job.checkpoint_every, preview_every=job.preview_every, seed=job.seed),
             init_texture=init, texel_mask=face_texel_mask(mesh, job.texture_size), callbacks=cb,
             checkpoint_path=ckpt, resume=resume, spec=job.to_dict(), texture_size=job.texture_size,

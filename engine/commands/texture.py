@@ -14,12 +14,14 @@ import sys
 from pathlib import Path
 
 from engine.errors import SpecError
+from engine.cameras import ViewMode
 from engine.guidance.method import GuidanceMethod
+from engine.guidance.recipe import Recipe
 from engine.job import BACKENDS, DEVICES, TextureJob
 
 #: CLI flag -> TextureJob field, for the options both ``texture`` and ``batch`` take.
 JOB_FLAGS = {
-    "method": "method", "steps": "steps", "stage_two_start": "stage_two_start", "cfg": "cfg_scale",
+    "method": "method", "recipe": "recipe", "views": "views", "steps": "steps", "stage_two_start": "stage_two_start", "cfg": "cfg_scale",
     "lr": "learning_rate", "texture_size": "texture_size", "render_size": "render_size",
     "views_per_step": "views_per_step", "seed": "seed", "model": "model", "device": "device",
     "backend": "backend", "edit_source_prompt": "edit_source_prompt", "init_texture": "init_texture",
@@ -30,14 +32,18 @@ JOB_FLAGS = {
 
 def add_job_arguments(p: argparse.ArgumentParser) -> None:
     """Options that map onto ``TextureJob`` fields (defaults: the job's, i.e. the paper's)."""
-    g = p.add_argument_group("job (defaults follow the paper's recipe; see engine/job.py)")
+    g = p.add_argument_group("job (defaults come from --recipe; see engine/job.py)")
     g.add_argument("--method", choices=[m.value for m in GuidanceMethod], help="guidance method (default bridge)")
+    g.add_argument("--recipe", type=str.lower, choices=[r.value for r in Recipe],
+                   help="optimization preset: auto (measured best for the model), paper-2d, paper-3d (default auto)")
+    g.add_argument("--views", type=str.lower, choices=[v.value for v in ViewMode],
+                   help="cameras: auto (the model's choice), orbit, closeup (default auto)")
     g.add_argument("--steps", type=int, help="optimization steps (default 1000)")
-    g.add_argument("--stage-two-start", type=int, help="bridge stage-2 step (default steps/2)")
-    g.add_argument("--cfg", type=float, help="CFG scale (default: 40 for bridge/sds, 7.5 for nfsd)")
-    g.add_argument("--lr", type=float, help="AdamW learning rate (default 0.01)")
+    g.add_argument("--stage-two-start", type=int, help="bridge stage-2 step (default: the recipe's fraction of the steps)")
+    g.add_argument("--cfg", type=float, help="CFG scale (default: the recipe's; 7.5 for nfsd)")
+    g.add_argument("--lr", type=float, help="AdamW learning rate (default: the recipe's)")
     g.add_argument("--texture-size", type=int, help="texture side, power of two 64..8192 (default 1024)")
-    g.add_argument("--render-size", type=int, help="rendered view side in pixels (default 512)")
+    g.add_argument("--render-size", type=int, help="rendered view side in pixels (default: the model's, 512 for SD, 64 embedded)")
     g.add_argument("--views-per-step", type=int, help="views per step (default 4 on GPU, 1 on CPU)")
     g.add_argument("--seed", type=int, help="random seed (default 0)")
     g.add_argument("--model", help="auto | embedded | hub id | diffusers folder | .safetensors file (default auto)")
@@ -45,8 +51,8 @@ def add_job_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--backend", choices=BACKENDS, help="rasterizer (default auto)")
     g.add_argument("--edit-source-prompt", help="refine: describes the current texture (bridge src)")
     g.add_argument("--init-texture", help="refine: PNG to start from")
-    g.add_argument("--source-modifier", help="bridge source suffix (default: the paper's)")
-    g.add_argument("--target-modifier", help="bridge target suffix (default: the paper's)")
+    g.add_argument("--source-modifier", help="bridge source suffix (default: the recipe's)")
+    g.add_argument("--target-modifier", help="bridge target suffix (default: the recipe's)")
     g.add_argument("--no-view-prompts", action="store_true", help="no front/side/back view suffixes")
     g.add_argument("--checkpoint-every", type=int, help="steps between checkpoints (default 50)")
     g.add_argument("--preview-every", type=int, help="steps between progress snapshots (default 10)")

@@ -53,6 +53,9 @@ class GuidanceConfig:
         stage_two_start: Bridge's switch from SDS warm-up (stage 1) to the calibrated bridge
             (stage 2), as a 0-based step index: steps ``>= stage_two_start`` are stage 2
             (paper: 500 of 1000).
+        stage_two_scale: factor on the stage-2 gradient (eps_tgt - eps_src); ``None`` = the CFG
+            scale (the paper's 2D recipe: w s Delta); the 3D recipe uses 1.0.
+        stage_two_time_weight: multiply stage 2 by w(t) (2D recipe: yes; 3D recipe: no).
         source_modifier, target_modifier: the bridge's calibrated suffixes (paper's values).
         edit_source_prompt: refine mode. If set, Bridge runs stage 2 from step 0 with
             src = this prompt and tgt = the job prompt (no modifiers).
@@ -73,6 +76,8 @@ class GuidanceConfig:
     anneal_t_max: float = 0.5
     anneal_after_step: int | None = None
     stage_two_start: int = 500
+    stage_two_scale: float | None = None
+    stage_two_time_weight: bool = True
     source_modifier: str = PAPER_SOURCE_MODIFIER
     target_modifier: str = PAPER_TARGET_MODIFIER
     edit_source_prompt: str | None = None
@@ -101,6 +106,11 @@ class GuidanceConfig:
     def scale(self) -> float:
         """The CFG scale in effect (explicit or the method default)."""
         return float(self.cfg_scale) if self.cfg_scale is not None else default_cfg(self.method)
+
+    @property
+    def bridge_scale(self) -> float:
+        """The factor on stage 2's (eps_tgt - eps_src): ``stage_two_scale`` or the CFG scale."""
+        return float(self.stage_two_scale) if self.stage_two_scale is not None else self.scale
 
     @property
     def is_edit(self) -> bool:

@@ -94,15 +94,18 @@ def bridge_gradient(
     target: torch.Tensor,
     source: torch.Tensor,
     scale: float,
+    time_weight: bool = True,
 ) -> torch.Tensor:
     """Bridge stage 2 (McAllister et al. 2024): w(t) s (eps(x_t; y_tgt) - eps(x_t; y_src)).
 
     Equal to the difference of the two CFG predictions sharing one unconditional term,
-    which cancels, so one 2B-batch call suffices.
+    which cancels, so one 2B-batch call suffices. ``time_weight=False`` drops w(t) (the
+    paper's 3D recipe: 1 * (eps_tgt - eps_src) with ``scale`` 1).
     """
     x_t = add_noise(prior.alphas_cumprod, latents.detach(), noise, t)
     eps_tgt, eps_src = _predict(prior, x_t, t, [target, source])
-    return weight(prior.alphas_cumprod, t) * scale * (eps_tgt - eps_src)
+    w = weight(prior.alphas_cumprod, t) if time_weight else 1.0
+    return w * scale * (eps_tgt - eps_src)
 
 
 @dataclass(frozen=True)
@@ -144,7 +147,8 @@ def compute_guidance(
     scale = config.scale
     x0 = latents.detach().float()
     if stage == STAGE_BRIDGE:
-        grad = bridge_gradient(prior, x0, noise, t, emb("target"), emb("source"), scale)
+        grad = bridge_gradient(prior, x0, noise, t, emb("target"), emb("source"), config.bridge_scale,
+                               config.stage_two_time_weight)
     elif config.method is GuidanceMethod.NFSD:
         grad = nfsd_gradient(prior, x0, noise, t, emb("cond"), emb("uncond"), emb("negative"), scale, config.nfsd_small_t)
     else:  # SDS, and Bridge's stage 1 warm-up

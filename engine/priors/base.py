@@ -11,6 +11,8 @@ from typing import Protocol, runtime_checkable
 
 import torch
 
+from engine.cameras import ViewMode  # noqa: F401  (annotation above)
+
 
 @runtime_checkable
 class DiffusionPrior(Protocol):
@@ -24,6 +26,11 @@ class DiffusionPrior(Protocol):
         num_train_timesteps: T (1000 for SD).
         alphas_cumprod: (T,) float32 tensor on ``device``: alpha-bar_t.
         prediction_type: ``"epsilon"`` (``"v_prediction"`` is converted to epsilon by ``predict_noise``).
+        preferred_views: the ``ViewMode`` this prior's training images look like (``ORBIT``:
+            whole objects, SD; ``CLOSEUP``: full-frame swatches, the embedded prior); a job's
+            ``views="auto"`` uses it.
+        preferred_render_size: render side a job with ``render_size=None`` uses (renders are
+            resized to ``resolution``; 512 for SD, 2 x 32 for the embedded prior).
     """
 
     name: str
@@ -34,6 +41,8 @@ class DiffusionPrior(Protocol):
     num_train_timesteps: int
     alphas_cumprod: torch.Tensor
     prediction_type: str
+    preferred_views: "ViewMode"
+    preferred_render_size: int
 
     def encode_prompts(self, prompts: list[str]) -> torch.Tensor:
         """Text embeddings (N, L, D), cached per prompt string; no gradient."""

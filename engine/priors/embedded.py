@@ -21,6 +21,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
+from engine.cameras import ViewMode  # noqa: E402
 from engine.errors import ModelNotFoundError  # noqa: E402
 from engine.priors.embedded_model import denoise, patch_size, tokenize  # noqa: E402
 from engine.priors.base import PromptEmbeddingCache  # noqa: E402
@@ -77,6 +78,10 @@ class PixelDiffusionPrior:
             raise ModelNotFoundError(f"pixel prior {name!r} predicts {self.model_prediction_type!r}; "
                                      f"supported: epsilon, v_prediction")
         self.prediction_type = "epsilon"  # what predict_noise returns
+        # Trained on full-frame 32 x 32 swatches: close-ups, rendered at 2x and area-downsampled
+        # (benchmarks/texture_quality.py, README "Texture quality").
+        self.preferred_views = ViewMode.CLOSEUP
+        self.preferred_render_size = 2 * self.resolution
         self._cache = PromptEmbeddingCache(self.config.embedding_cache_size)
 
     # -- text ------------------------------------------------------------------------

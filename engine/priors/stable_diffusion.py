@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
+from engine.cameras import ViewMode
 from engine.errors import SpecError
 from engine.priors.base import PromptEmbeddingCache
 
@@ -79,6 +80,8 @@ class StableDiffusionPrior:
         self.vae_scale_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
         self.resolution = int(self.unet.config.sample_size) * self.vae_scale_factor
         self.scaling_factor = float(getattr(self.vae.config, "scaling_factor", 0.18215))
+        self.preferred_views = ViewMode.ORBIT  # trained on photos of whole scenes and objects
+        self.preferred_render_size = self.resolution
         self._cache = PromptEmbeddingCache(self.config.embedding_cache_size)
 
     def _place(self, module):

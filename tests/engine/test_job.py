@@ -49,6 +49,7 @@ def test_from_dict_rejects_unknown_fields_and_versions():
         TextureJob.from_json("{")
 
 
-def test_stage_two_step_default_is_half():
-    assert TextureJob(prompt="x", steps=1000).stage_two_step == 500
-    assert TextureJob(prompt="x", steps=10, stage_two_start=3).stage_two_step == 3
+def test_stage_two_start_default_is_the_recipes_fraction():
+    assert TextureJob(prompt="x", steps=1000, recipe="paper-2d").resolve().stage_two_start == 500
+    assert TextureJob(prompt="x", steps=1000, recipe="paper-3d").resolve().stage_two_start == 800
+    assert TextureJob(prompt="x", steps=10, stage_two_start=3).resolve().stage_two_start == 3

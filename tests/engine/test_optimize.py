@@ -15,6 +15,7 @@ from engine.priors.loading import load_prior
 from engine.raster import RasterContext
 from engine.render import ViewCache
 from engine.runner import JobCallbacks
+from engine.views import CachedViews
 from tests.helpers.cube import cell_slice, cube_mesh
 
 SIZE = 64
@@ -26,7 +27,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 @pytest.fixture(scope="module")
 def views():
     cams = sample_orbit(OrbitConfig(), 16, torch.Generator().manual_seed(0))
-    return ViewCache.build(RasterContext(device="cpu"), cube_mesh(), cams, 64)
+    return CachedViews(ViewCache.build(RasterContext(device="cpu"), cube_mesh(), cams, 64))
 
 
 def _run(prior, views, tmp, steps, resume=False, callbacks=None, guidance=None, cfg_extra=None, **kw):

@@ -50,7 +50,9 @@ def test_cancel_then_resume_finishes_and_records(prior, tiny_sd_dir, tmp_path):
     assert rec["spec"] == job.to_dict() and rec["device"]["type"] == "cpu"
     assert {"torch", "diffusers", "texbridge"} <= set(rec["versions"])
     assert {"optimize_s", "export_s", "total_s"} <= set(rec["timings"])
-    assert rec["guidance"] == {"method": "bridge", "cfg_scale": 40.0, "stage_two_start": 3}
+    r = rec["resolved"]
+    assert (r["recipe"], r["method"], r["cfg_scale"], r["stage_two_start"]) == ("paper-2d", "bridge", 40.0, 3)
+    assert (r["learning_rate"], r["betas"], r["eps"], r["views"], r["render_size"]) == (0.01, [0.9, 0.99], 1e-15, "orbit", 64)
     assert sorted(p.name for p in (tmp_path / "progress").iterdir()) == ["step_000004.png", "step_000008.png"]
 
 

@@ -1,0 +1,112 @@
+"""The paper's recipes as named presets (one closed Enum) and the values they resolve to.
+
+A recipe fixes every optimization setting the SDS-Bridge authors chose
+(McAllister et al., NeurIPS 2024; davidmcall/SDS-Bridge):
+
+- ``PAPER_2D`` (their ``2D_experiments/``): CFG 40 in both stages, stage 2 =
+  w(t) s (eps_tgt - eps_src), switch at 50% (500 of 1000), target modifier
+  ", detailed high resolution, high quality, sharp", no t annealing, AdamW lr 0.01.
+- ``PAPER_3D`` (their ``threestudio-sds-bridge/configs/sds-bridge.yaml`` and
+  ``guidance/sds_bridge_guidance.py``): stage 1 SDS at CFG 100; stage 2 = 1 (eps_tgt -
+  eps_src), no w(t) and no CFG factor (``stage_two_weight: 1``, ``weighting_strategy:
+  uniform``); target = the prompt alone (their ", ."); t_max annealed 0.98 -> 0.5 at 20%
+  (5000 of 25000); stage 2 from 80% (20000 of 25000).
+- Both: AdamW betas (0.9, 0.99), eps 1e-15, lr 0.01; the same source modifier.
+- ``AUTO`` (the job default): the recipe ``benchmarks/texture_quality.py`` measured best
+  for the prior in use (``best_recipe``; numbers in the README, "Texture quality").
+
+Individual job fields (cfg_scale, stage_two_start, modifiers, learning_rate) override the
+recipe's values; ``job.json`` records the recipe and every value it resolved to.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from enum import Enum
+
+from engine.errors import SpecError
+from engine.guidance.config import PAPER_SOURCE_MODIFIER, PAPER_TARGET_MODIFIER
+from engine.cameras import ViewMode
+
+
+class Recipe(str, Enum):
+    """Named optimization presets; ``auto`` = the measured best for the prior in use."""
+
+    AUTO = "auto"
+    PAPER_2D = "paper-2d"
+    PAPER_3D = "paper-3d"
+
+    @classmethod
+    def parse(cls, value: "Recipe | str") -> "Recipe":
+        if isinstance(value, Recipe):
+            return value
+        try:
+            return cls(str(value).lower())
+        except ValueError:
+            allowed = ", ".join(r.value for r in cls)
+            raise SpecError(f"unknown recipe {value!r}; allowed: {allowed}") from None
+
+
+@dataclass(frozen=True)
+class RecipeValues:
+    """Every setting a recipe fixes.
+
+    Fields:
+        cfg_scale: CFG of SDS and of Bridge's stage 1 (NFSD keeps its own 7.5, Katzir et al.).
+        stage_two_scale: factor on Bridge's stage-2 gradient (eps_tgt - eps_src); ``None`` =
+            ``cfg_scale`` (the 2D recipe's w s Delta); 1.0 in the 3D recipe.
+        stage_two_time_weight: multiply stage 2 by w(t) = 1 - alpha-bar_t (2D: yes; 3D: no).
+        stage_two_fraction: stage 2 starts at this fraction of the steps (2D 0.5, 3D 0.8).
+        target_modifier, source_modifier: the bridge's calibrated suffixes.
+        anneal_fraction: t_max drops to ``anneal_t_max`` from this fraction of the steps on
+            (3D 0.2; ``None`` = no annealing, the 2D recipe).
+        anneal_t_max: the annealed t_max (0.5, threestudio).
+        learning_rate, betas, eps: AdamW (lr 0.01, betas (0.9, 0.99), eps 1e-15 in both recipes).
+    """
+
+    cfg_scale: float
+    stage_two_scale: float | None
+    stage_two_time_weight: bool
+    stage_two_fraction: float
+    target_modifier: str
+    source_modifier: str
+    anneal_fraction: float | None
+    anneal_t_max: float
+    learning_rate: float
+    betas: tuple[float, float]
+    eps: float
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["betas"] = list(self.betas)
+        return d
+
+
+PAPER_2D = RecipeValues(
+    cfg_scale=40.0, stage_two_scale=None, stage_two_time_weight=True, stage_two_fraction=0.5,
+    target_modifier=PAPER_TARGET_MODIFIER, source_modifier=PAPER_SOURCE_MODIFIER,
+    anneal_fraction=None, anneal_t_max=0.5, learning_rate=0.01, betas=(0.9, 0.99), eps=1e-15,
+)
+PAPER_3D = RecipeValues(
+    cfg_scale=100.0, stage_two_scale=1.0, stage_two_time_weight=False, stage_two_fraction=0.8,
+    target_modifier="", source_modifier=PAPER_SOURCE_MODIFIER,
+    anneal_fraction=0.2, anneal_t_max=0.5, learning_rate=0.01, betas=(0.9, 0.99), eps=1e-15,
+)
+_VALUES = {Recipe.PAPER_2D: PAPER_2D, Recipe.PAPER_3D: PAPER_3D}
+
+
+def best_recipe(preferred_views: ViewMode) -> Recipe:
+    """What ``AUTO`` picks for a prior (by the views it declares, i.e. the kind of prior).
+
+    Both priors: ``PAPER_2D`` until the benchmark says otherwise (see README).
+    """
+    return Recipe.PAPER_2D
+
+
+def recipe_values(recipe: Recipe, preferred_views: ViewMode = ViewMode.ORBIT) -> tuple[Recipe, RecipeValues]:
+    """(the concrete recipe, its values); ``AUTO`` resolves through ``best_recipe``."""
+    recipe = Recipe.parse(recipe)
+    if recipe is Recipe.AUTO:
+        recipe = best_recipe(preferred_views)
+    return recipe, _VALUES[recipe]
