@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 
 from engine.batch.manifest import in_shard, parse_shard, plan_batch  # noqa: F401  (in_shard: public helper)
-from engine.batch.work import DONE, FAILED, QUEUED, SKIPPED, base_record, job_status
+from engine.batch.work import CANCELLED, DONE, FAILED, QUEUED, RUNNING, SKIPPED, base_record, job_status
 from engine.commands.texture import CancelOnSigint, add_job_arguments, configure_logging, job_overrides
 from engine.errors import SpecError
 
@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
 
         import_ray()  # missing extra -> exit 2 with the install command, before any work
         ray_cfg = RayBatchConfig(address=args.ray, actors=args.actors, cpus_per_actor=args.cpus_per_actor,
-                                 use_gpus=not args.no_gpus, retries=args.retries, stage_inputs=args.stage_inputs,
+                                 use_gpus=not args.no_gpus and args.device != "cpu", retries=args.retries, stage_inputs=args.stage_inputs,
                                  quiet=args.quiet)
     skip_done = args.skip_done if args.skip_done is not None else ray_cfg is not None
     mine = [a for a in plan if in_shard(a.name, shard)]
@@ -109,6 +109,10 @@ def run(args: argparse.Namespace) -> int:
             else:
                 _run_here(todo, summary, args.quiet, cancel)
     finally:
+        for rec in summary.records:  # aborted mid-asset (a second Ctrl-C): resumes from its last checkpoint
+            if rec["status"] == RUNNING:
+                summary.cancelled = True
+                rec.update(status=CANCELLED, error="interrupted; it resumes from its last checkpoint")
         data = summary.write()
         if args.report:
             write_report(Path(args.report), data)
@@ -122,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
 def _run_here(todo, summary, quiet: bool, cancel) -> None:
     """The assets one after another in this process, the prior kept loaded between them."""
     from engine.batch.summary import BatchProgress
-    from engine.batch.work import CANCELLED, RUNNING, AssetWorker
+    from engine.batch.work import AssetWorker
 
     worker, bar = AssetWorker(), BatchProgress(len(todo), quiet)
     try:

@@ -67,6 +67,32 @@ def read_summary(out: Path) -> tuple[dict, dict]:
     return data, {r["asset"]: r for r in data["assets"]}
 
 
+def test_without_an_address_it_starts_a_local_instance_on_loopback_and_stops_it(tiny_sd_dir, tmp_path):
+    """Runs first, before the module's cluster exists; in a child process with its own HOME
+    (so Ray's token goes to HOME/.ray/auth_token), like a user's first ``--ray``."""
+    from tests.helpers.ray_cluster import ray_processes
+
+    before = set(ray_processes())
+    src = tmp_path / "assets"
+    src.mkdir()
+    save_mesh_npz(cube_mesh(), src / "crate.npz")
+    out = tmp_path / "out"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    env.update(HOME=str(tmp_path / "home"), PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
+    res = subprocess.run([sys.executable, "-m", "engine.cli", "batch", str(src), "--prompt", "a crate", "--out", str(out),
+                          "--ray", "--actors", "1"] + opts(tiny_sd_dir), cwd=REPO, env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    data, recs = read_summary(out)
+    assert data["ray"]["started_local_instance"] is True and data["ray"]["actors"] == 1
+    assert recs["crate.npz"]["status"] == "done" and recs["crate.npz"]["node"] == "127.0.0.1"
+    assert (tmp_path / "home" / ".ray" / "auth_token").is_file()  # token auth was on
+    deadline = time.time() + 20
+    while set(ray_processes()) - before and time.time() < deadline:
+        time.sleep(0.25)
+    assert set(ray_processes()) - before == set(), "the local Ray instance was left running"
+
+
 def test_five_assets_on_two_actors_then_a_second_run_does_no_work(cluster, tiny_sd_dir, tmp_path):
     src = tmp_path / "assets"
     src.mkdir()
