@@ -2,7 +2,7 @@
 
     python benchmarks/batch_throughput.py [--assets 8] [--actors 2] [--steps 60]
 
-Both runs are the real command in a fresh process (imports and model load included) on the
+Sequential runs twice (torch's default threads, then 1 thread). All runs are the real command in a fresh process (imports and model load included) on the
 same tiny-model assets. Ray runs on a local cluster on 127.0.0.1 started beforehand (its
 start-up is printed apart). Prints assets per minute for both and the overhead per asset:
 
@@ -61,6 +61,8 @@ def main() -> int:
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
 
         seq_wall, seq = run_batch([str(src), "--out", str(tmp / "seq"), *job], env)
+        # The same with one torch thread, as each actor has (on a busy machine extra threads can cost more than they give).
+        seq1_wall, _ = run_batch([str(src), "--out", str(tmp / "seq1"), *job], {**env, "OMP_NUM_THREADS": "1"})
 
         t0 = time.perf_counter()
         cluster = LocalRayCluster(num_cpus=a.actors).start()
@@ -80,11 +82,12 @@ def main() -> int:
         print(f"assets: {n} tiny-model jobs, {a.steps} steps, texture 128, render 64, CPU ({os.cpu_count()} cores)")
         print(f"sequential: {seq_wall:6.1f} s  {n / seq_wall * 60:6.1f} assets/min  "
               f"(texturing {sum(r['seconds'] for r in seq['assets']):.1f} s)")
+        print(f"sequential, 1 thread: {seq1_wall:6.1f} s  {n / seq1_wall * 60:6.1f} assets/min")
         print(f"ray ({a.actors} CPU actors): {ray_wall:6.1f} s  {n / ray_wall * 60:6.1f} assets/min  "
               f"(texturing {busy:.1f} actor-s; actor start {', '.join(f'{s:.1f}' for s in starts)} s; "
               f"cluster start {cluster_s:.1f} s, not counted)")
         print(f"overhead per asset: {overhead:.2f} s (incl. process and actor start); dispatch per asset: {dispatch:.2f} s")
-        print(f"ray / sequential speed: {seq_wall / ray_wall:.2f}x")
+        print(f"ray / sequential speed: {seq_wall / ray_wall:.2f}x (1 thread: {seq1_wall / ray_wall:.2f}x)")
     return 0
 
 
