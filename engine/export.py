@@ -100,11 +100,14 @@ def _chunk(tag: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
 
 
-def encode_png(texture_np: np.ndarray, bit_depth: int = 8) -> bytes:
-    """(H,W,3|4) float in [0,1] -> PNG bytes (RGB/RGBA, 8 or 16 bit, sRGB chunk, 'Up' row filter)."""
+def encode_png(texture_np: np.ndarray, bit_depth: int = 8, compress_level: int = 6) -> bytes:
+    """(H,W,3|4) float in [0,1] -> PNG bytes (RGB/RGBA, 8 or 16 bit, sRGB chunk, 'Up' row filter).
+
+    compress_level: zlib level (1 is several times faster on busy textures; progress snapshots use it).
+    """
     if bit_depth not in (8, 16):
         raise ValueError("bit_depth must be 8 or 16")
-    a = np.asarray(texture_np, dtype=np.float64)
+    a = np.asarray(texture_np, dtype=np.float32 if bit_depth == 8 else np.float64)
     if a.ndim != 3 or a.shape[2] not in (3, 4):
         raise ValueError(f"texture must be (H, W, 3) or (H, W, 4), got {a.shape}")
     h, w, c = a.shape
@@ -116,13 +119,13 @@ def encode_png(texture_np: np.ndarray, bit_depth: int = 8) -> bytes:
     raw = np.concatenate([np.full((h, 1), 2, np.uint8), up], axis=1).tobytes()
     colour_type = 2 if c == 3 else 6
     ihdr = struct.pack(">IIBBBBB", w, h, bit_depth, colour_type, 0, 0, 0)
-    return PNG_MAGIC + _chunk(b"IHDR", ihdr) + _chunk(b"sRGB", b"\x00") + _chunk(b"IDAT", zlib.compress(raw, 6)) + _chunk(b"IEND", b"")
+    return PNG_MAGIC + _chunk(b"IHDR", ihdr) + _chunk(b"sRGB", b"\x00") + _chunk(b"IDAT", zlib.compress(raw, compress_level)) + _chunk(b"IEND", b"")
 
 
-def save_texture_png(texture_np: np.ndarray, path, bit_depth: int = 8) -> Path:
+def save_texture_png(texture_np: np.ndarray, path, bit_depth: int = 8, compress_level: int = 6) -> Path:
     """Write (H,W,3) float32 [0,1] sRGB values as a PNG (row 0 = top = v 1); written atomically."""
     path = Path(path)
-    data = encode_png(texture_np, bit_depth)
+    data = encode_png(texture_np, bit_depth, compress_level)
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_bytes(data)
     tmp.replace(path)

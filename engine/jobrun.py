@@ -168,7 +168,7 @@ def execute(job: TextureJob, out: Path, *, mesh, prior, callbacks: JobCallbacks,
         user_preview = callbacks.on_preview
 
         def on_preview(step: int, texture: np.ndarray) -> None:
-            save_texture_png(texture, out / "progress" / f"step_{step:06d}.png")
+            save_texture_png(texture, out / "progress" / f"step_{step:06d}.png", compress_level=1)
             if user_preview is not None:
                 user_preview(step, texture)
 

@@ -35,7 +35,7 @@ def test_texture_command_writes_the_layout(mesh_file, tiny_sd_dir, tmp_path, cap
     out = tmp_path / "job"
     code = main(["texture", str(mesh_file), "--prompt", "a wooden crate", "--model", str(tiny_sd_dir),
                  "--steps", "30", "--texture-size", str(SIZE), "--render-size", "64", "--device", "cpu",
-                 "--seed", "7", "--lr", "0.05", "--out", str(out), "--quiet"])
+                 "--seed", "7", "--lr", "0.05", "--recipe", "paper-3d", "--out", str(out), "--quiet"])
     assert code == 0
     assert "model: " + str(tiny_sd_dir.resolve()) in capsys.readouterr().out
     for name in ("job.json", "texture.png", "textured.glb", "preview.png", "checkpoints/latest.pt"):
@@ -43,6 +43,10 @@ def test_texture_command_writes_the_layout(mesh_file, tiny_sd_dir, tmp_path, cap
     assert len(list((out / "progress").glob("step_*.png"))) == 3  # steps 10, 20, 30
     rec = json.loads((out / "job.json").read_text())
     assert rec["status"] == "done" and rec["steps_done"] == 30 and rec["spec"]["seed"] == 7
+    assert rec["spec"]["recipe"] == "paper-3d"
+    r = rec["resolved"]  # the recipe's values, with --lr overriding its 0.01
+    assert (r["recipe"], r["cfg_scale"], r["stage_two_scale"], r["stage_two_time_weight"]) == ("paper-3d", 100.0, 1.0, False)
+    assert (r["stage_two_start"], r["anneal_after_step"], r["anneal_t_max"], r["learning_rate"]) == (24, 6, 0.5, 0.05)
 
     # The GLB reloads with the original UVs.
     original = cube_mesh(inner=True)
@@ -77,6 +81,14 @@ def test_errors_exit_with_documented_codes(mesh_file, tmp_path, capsys, argv, co
     assert main(base + argv) == code
     err = capsys.readouterr().err
     assert err.startswith("error: ") and message in err
+
+
+def test_bad_recipe_exits_2_with_the_allowed_names(mesh_file, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["texture", str(mesh_file), "--prompt", "x", "--recipe", "paper-4d", "--out", str(tmp_path / "o")])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "--recipe" in err and "auto" in err and "paper-2d" in err and "paper-3d" in err
 
 
 def test_missing_mesh_exit_code(tmp_path, tiny_sd_dir, capsys):

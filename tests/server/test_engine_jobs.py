@@ -47,7 +47,7 @@ def _submitted_corners(a: dict) -> set[frozenset]:
 def test_happy_path(server):
     arrays = cube_arrays()
     with server.client() as c:
-        r = submit(c, dict(TINY_SPEC, steps=4), npz_bytes(**arrays))
+        r = submit(c, dict(TINY_SPEC, steps=4, recipe="paper-2d"), npz_bytes(**arrays))
         assert r.status_code == 201, r.text
         job = r.json()
         assert job["state"] == "queued" and len(job["id"]) == 32
@@ -85,6 +85,11 @@ def test_happy_path(server):
         assert _glb_corners(glb.content) == _submitted_corners(arrays)
         sheet = c.get(f"/v1/jobs/{job['id']}/results/preview.png")
         assert sheet.status_code == 200 and Image.open(io.BytesIO(sheet.content)).format == "PNG"
+        rec = c.get(f"/v1/jobs/{job['id']}/results/job.json").json()
+        assert rec["spec"]["recipe"] == "paper-2d" and rec["resolved"]["recipe"] == "paper-2d"
+        assert (rec["resolved"]["cfg_scale"], rec["resolved"]["stage_two_start"]) == (40.0, 2)
+        bad = submit(c, dict(TINY_SPEC, recipe="paper-4d"), npz_bytes(**arrays))
+        assert bad.status_code == 400 and "allowed: auto, paper-2d, paper-3d" in bad.json()["error"]
 
 
 def test_cancel_mid_run(server):
