@@ -55,7 +55,7 @@ METHODS = {
     "sds": {"method": "sds"},
     "nfsd": {"method": "nfsd"},
 }
-QUICK = dict(meshes=MESHES, captions=("stripes", "bricks"), methods=("default", "sds"), steps=None)
+QUICK = dict(meshes=MESHES, captions=("stripes", "bricks"), methods=("default", "sds"), steps=500)
 GOALS = {"colour": 0.90, "pattern": 0.60, "sat_err": 0.05, "hf": 0.50}
 QUAD_GOALS = {"colour": 0.95, "pattern": 0.80}
 
@@ -208,7 +208,7 @@ def write_grid(rows: list[dict], methods, path: Path) -> None:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="2 captions x 4 meshes x (default, sds), plus the edit suite")
+    ap.add_argument("--quick", action="store_true", help="2 captions x 4 meshes x (default, sds), 500 steps, plus the edit suite")
     ap.add_argument("--out", default="/tmp/texbridge_texture_quality", help="folder for job folders and results")
     ap.add_argument("--steps", type=int, help="steps per job (default: the job default)")
     ap.add_argument("--methods", help="comma-separated columns (default: all; quick: default,sds)")

@@ -35,7 +35,7 @@ def add_job_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("job (defaults come from --recipe; see engine/job.py)")
     g.add_argument("--method", choices=[m.value for m in GuidanceMethod], help="guidance method (default bridge)")
     g.add_argument("--recipe", type=str.lower, choices=[r.value for r in Recipe],
-                   help="optimization preset: auto (measured best for the model), paper-2d, paper-3d (default auto)")
+                   help="optimization preset: auto (measured best for the model), paper-2d, paper-3d, embedded (default auto)")
     g.add_argument("--views", type=str.lower, choices=[v.value for v in ViewMode],
                    help="cameras: auto (the model's choice), orbit, closeup (default auto)")
     g.add_argument("--steps", type=int, help="optimization steps (default 1000)")

@@ -166,6 +166,16 @@ def test_recipes_resolve_to_the_authors_numbers():
         assert (v.learning_rate, v.betas, v.eps) == (0.01, (0.9, 0.99), 1e-15)
 
 
+def test_auto_picks_by_the_priors_views():
+    from engine.cameras import ViewMode
+
+    assert recipe_values(Recipe.AUTO, ViewMode.CLOSEUP)[0] is Recipe.EMBEDDED
+    assert recipe_values(Recipe.AUTO, ViewMode.ORBIT)[0] is Recipe.PAPER_2D
+    r = TextureJob(prompt="x").resolve(ViewMode.CLOSEUP, 64)
+    assert (r.recipe, r.values.learning_rate, r.views, r.render_size) == (Recipe.EMBEDDED, 0.1, ViewMode.CLOSEUP, 64)
+    assert TextureJob(prompt="x", views="orbit", render_size=128).resolve(ViewMode.CLOSEUP, 64).views is ViewMode.ORBIT
+
+
 def test_job_resolution_of_the_3d_recipe_and_overrides():
     g = TextureJob(prompt="x", steps=1000, recipe="paper-3d").resolve().guidance_config()
     assert (g.scale, g.bridge_scale, g.stage_two_time_weight, g.stage_two_start) == (100.0, 1.0, False, 800)
@@ -182,5 +192,5 @@ def test_job_resolution_of_the_3d_recipe_and_overrides():
 def test_bad_recipe_names_the_allowed_ones():
     from engine.errors import SpecError
 
-    with pytest.raises(SpecError, match="allowed: auto, paper-2d, paper-3d"):
+    with pytest.raises(SpecError, match="allowed: auto, paper-2d, paper-3d, embedded"):
         TextureJob(prompt="x", recipe="paper-4d")

@@ -89,7 +89,7 @@ def test_happy_path(server):
         assert rec["spec"]["recipe"] == "paper-2d" and rec["resolved"]["recipe"] == "paper-2d"
         assert (rec["resolved"]["cfg_scale"], rec["resolved"]["stage_two_start"]) == (40.0, 2)
         bad = submit(c, dict(TINY_SPEC, recipe="paper-4d"), npz_bytes(**arrays))
-        assert bad.status_code == 400 and "allowed: auto, paper-2d, paper-3d" in bad.json()["error"]
+        assert bad.status_code == 400 and "allowed: auto, paper-2d, paper-3d, embedded" in bad.json()["error"]
 
 
 def test_cancel_mid_run(server):
