@@ -238,7 +238,11 @@ def main(argv=None) -> int:
     from engine.procedural.metrics import PatternClassifier
 
     _STATE["clf"] = PatternClassifier.train()
-    with ProcessPoolExecutor(a.workers, initializer=_worker_init, initargs=(1, _STATE["clf"])) as pool:
+    import multiprocessing
+
+    # spawn, not fork: a forked child of a process that has run torch ops can hang in its first parallel op
+    with ProcessPoolExecutor(a.workers, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init,
+                             initargs=(1, _STATE["clf"])) as pool:
         results = list(pool.map(run_job, tasks))
         rows = [{"mesh": t["mesh"], "caption": t["score_as"], "method": t["name"].split("/")[2], **r}
                 for t, r in zip(tasks, results)]

@@ -7,6 +7,11 @@ and the fix; the CLI prints ``error: <message>`` and exits with the error's
 
 from __future__ import annotations
 
+from enum import Enum
+from typing import TypeVar
+
+E = TypeVar("E", bound=Enum)
+
 
 class TexbridgeError(Exception):
     """Base class: a user-facing, one-line error."""
@@ -42,3 +47,15 @@ class JobCancelled(TexbridgeError):
     """The optimization was cancelled; a checkpoint was written."""
 
     exit_code = 130
+
+
+def parse_choice(enum: type[E], value, what: str) -> E:
+    """``value`` (a member or its case-insensitive value) as a member of ``enum``; else
+    ``SpecError("unknown <what> ...; allowed: a, b, c")``."""
+    if isinstance(value, enum):
+        return value
+    try:
+        return enum(str(getattr(value, "value", value)).lower())
+    except ValueError:
+        allowed = ", ".join(str(m.value) for m in enum)
+        raise SpecError(f"unknown {what} {value!r}; allowed: {allowed}") from None

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from engine.cameras import ViewMode
-from engine.errors import SpecError
+from engine.errors import SpecError, parse_choice
 from engine.guidance.method import GuidanceMethod
 from engine.guidance.config import GuidanceConfig, default_cfg
 from engine.guidance.recipe import Recipe, RecipeValues, recipe_values
@@ -99,19 +99,9 @@ class TextureJob:
     preview_every: int = 10
 
     def __post_init__(self) -> None:
-        if isinstance(self.method, str) and not isinstance(self.method, GuidanceMethod):
-            try:
-                object.__setattr__(self, "method", GuidanceMethod(self.method.lower()))
-            except ValueError:
-                allowed = ", ".join(m.value for m in GuidanceMethod)
-                raise SpecError(f"unknown method {self.method!r}; allowed: {allowed}") from None
-        object.__setattr__(self, "recipe", Recipe.parse(self.recipe))
-        if not isinstance(self.views, ViewMode):
-            try:
-                object.__setattr__(self, "views", ViewMode(str(self.views).lower()))
-            except ValueError:
-                allowed = ", ".join(v.value for v in ViewMode)
-                raise SpecError(f"unknown views {self.views!r}; allowed: {allowed}") from None
+        object.__setattr__(self, "method", parse_choice(GuidanceMethod, self.method, "method"))
+        object.__setattr__(self, "recipe", parse_choice(Recipe, self.recipe, "recipe"))
+        object.__setattr__(self, "views", parse_choice(ViewMode, self.views, "views"))
         for name in ("source_modifier", "target_modifier"):
             if getattr(self, name) is not None and not isinstance(getattr(self, name), str):
                 raise SpecError(f"{name} must be a string (or null for the recipe's)")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from engine.errors import SpecError
+from engine.errors import SpecError, parse_choice
 from engine.guidance.method import GuidanceMethod
 
 #: Paper's calibrated target modifier (appended to the prompt in stage 2).
@@ -89,12 +89,7 @@ class GuidanceConfig:
     overhead_elevation: float = 60.0
 
     def __post_init__(self) -> None:
-        if not isinstance(self.method, GuidanceMethod):
-            try:
-                object.__setattr__(self, "method", GuidanceMethod(str(self.method).lower()))
-            except ValueError:
-                allowed = ", ".join(m.value for m in GuidanceMethod)
-                raise SpecError(f"unknown method {self.method!r}; allowed: {allowed}") from None
+        object.__setattr__(self, "method", parse_choice(GuidanceMethod, self.method, "method"))
         if not (0.0 <= self.t_min < self.t_max <= 1.0):
             raise SpecError(f"t_min={self.t_min}, t_max={self.t_max}: need 0 <= t_min < t_max <= 1")
         if not (self.t_min < self.anneal_t_max <= self.t_max):

@@ -33,7 +33,7 @@ import dataclasses
 from dataclasses import dataclass
 from enum import Enum
 
-from engine.errors import SpecError
+from engine.errors import parse_choice
 from engine.guidance.config import PAPER_SOURCE_MODIFIER, PAPER_TARGET_MODIFIER
 from engine.cameras import ViewMode
 
@@ -46,15 +46,6 @@ class Recipe(str, Enum):
     PAPER_3D = "paper-3d"
     EMBEDDED = "embedded"
 
-    @classmethod
-    def parse(cls, value: "Recipe | str") -> "Recipe":
-        if isinstance(value, Recipe):
-            return value
-        try:
-            return cls(str(value).lower())
-        except ValueError:
-            allowed = ", ".join(r.value for r in cls)
-            raise SpecError(f"unknown recipe {value!r}; allowed: {allowed}") from None
 
 
 @dataclass(frozen=True)
@@ -114,7 +105,7 @@ def best_recipe(preferred_views: ViewMode) -> Recipe:
 
 def recipe_values(recipe: Recipe, preferred_views: ViewMode = ViewMode.ORBIT) -> tuple[Recipe, RecipeValues]:
     """(the concrete recipe, its values); ``AUTO`` resolves through ``best_recipe``."""
-    recipe = Recipe.parse(recipe)
+    recipe = parse_choice(Recipe, recipe, "recipe")
     if recipe is Recipe.AUTO:
         recipe = best_recipe(preferred_views)
     return recipe, _VALUES[recipe]

@@ -22,24 +22,18 @@ from engine.guidance.method import GuidanceMethod
 from engine.guidance.recipe import Recipe, recipe_values
 from engine.guidance.schedule import sample_timestep, stage_prompts, timestep_range, view_suffix
 from engine.job import TextureJob
+from tests.engine.test_guidance import LinearPrior
 
 A, B = 0.3, 0.002
 
 
-class CoupledPrior:
+class CoupledPrior(LinearPrior):
     """eps = (A x_t + B t)(1 + m/10) + m with m = len(prompt); records the prompts it encodes."""
 
     name = "coupled-test"
-    device = torch.device("cpu")
-    dtype = torch.float32
-    resolution = 8
-    latent_channels = 4
-    num_train_timesteps = 1000
-    prediction_type = "epsilon"
 
     def __init__(self):
-        betas = torch.linspace(0.00085**0.5, 0.012**0.5, 1000) ** 2
-        self.alphas_cumprod = torch.cumprod(1 - betas, 0)
+        super().__init__()
         self.prompts: list[str] = []
         self.timesteps: list[int] = []
 
