@@ -116,7 +116,6 @@ def execute(job: TextureJob, out: Path, *, mesh, prior, callbacks: JobCallbacks,
     from engine.optimize import OptimizeConfig, optimize_texture
     from engine.priors.loading import load_prior, resolve_device
     from engine.raster import RasterContext
-    from engine.raster.kernel_lock import serial_kernels
 
     out.mkdir(parents=True, exist_ok=True)
     (out / "checkpoints").mkdir(exist_ok=True)
@@ -175,15 +174,14 @@ def execute(job: TextureJob, out: Path, *, mesh, prior, callbacks: JobCallbacks,
 
         cb = dataclasses.replace(callbacks, on_preview=on_preview)
         t0 = time.perf_counter()
-        with serial_kernels():
-            result = optimize_texture(
-                prior=prior, views=views, guidance=guidance, prompt=job.prompt, render_config=render_config,
-                config=OptimizeConfig(steps=job.steps, learning_rate=resolved.values.learning_rate,
-                                      betas=resolved.values.betas, eps=resolved.values.eps, views_per_step=views_per_step,
-                                      checkpoint_every=job.checkpoint_every, preview_every=job.preview_every, seed=job.seed),
-                init_texture=init, texel_mask=face_texel_mask(mesh, job.texture_size), callbacks=cb,
-                checkpoint_path=ckpt, resume=resume, spec=job.to_dict(), texture_size=job.texture_size,
-            )
+        result = optimize_texture(
+            prior=prior, views=views, guidance=guidance, prompt=job.prompt, render_config=render_config,
+            config=OptimizeConfig(steps=job.steps, learning_rate=resolved.values.learning_rate,
+                                  betas=resolved.values.betas, eps=resolved.values.eps, views_per_step=views_per_step,
+                                  checkpoint_every=job.checkpoint_every, preview_every=job.preview_every, seed=job.seed),
+            init_texture=init, texel_mask=face_texel_mask(mesh, job.texture_size), callbacks=cb,
+            checkpoint_path=ckpt, resume=resume, spec=job.to_dict(), texture_size=job.texture_size,
+        )
         timings["optimize_s"] = time.perf_counter() - t0
         timings["optimize_total_s"] = result.elapsed_s
         timings["phases_s"] = {k: round(v, 4) for k, v in result.timings.items()}
