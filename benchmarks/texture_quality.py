@@ -17,12 +17,13 @@ An edit suite refines finished textures (colour edit, pattern edit, face-selecti
     python benchmarks/texture_quality.py --out /tmp/tq      # the full table (README)
 
 Writes OUT/results.json, OUT/grid.png (rows: jobs; columns: methods) and prints the tables.
-``--workers 2`` runs two jobs at a time (one torch thread each).
+``--workers N`` runs N jobs at a time (default 1: on 2 cores two at once were slower overall).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import json
 import sys
 import time
@@ -214,7 +215,9 @@ def main(argv=None) -> int:
     ap.add_argument("--methods", help="comma-separated columns (default: all; quick: default,sds)")
     ap.add_argument("--meshes", help="comma-separated meshes (default: quad,sphere,cube,sample)")
     ap.add_argument("--captions", help=f"comma-separated captions of {','.join(CAPTIONS)}")
-    ap.add_argument("--workers", type=int, default=2, help="jobs run at once (one torch thread each)")
+    ap.add_argument("--workers", type=int, default=1,
+                    help="jobs run at once (torch threads = cores / workers); two jobs at once on 2 cores were "
+                         "measured 4-5x slower each (numba's and torch's thread pools contend), so 1 is the default")
     ap.add_argument("--no-edits", action="store_true", help="skip the edit suite")
     a = ap.parse_args(argv)
     plan = Plan(**QUICK) if a.quick else Plan(MESHES, tuple(CAPTIONS), tuple(METHODS), None)
@@ -242,7 +245,7 @@ def main(argv=None) -> int:
 
     # spawn, not fork: a forked child of a process that has run torch ops can hang in its first parallel op
     with ProcessPoolExecutor(a.workers, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init,
-                             initargs=(1, _STATE["clf"])) as pool:
+                             initargs=(max(1, (os.cpu_count() or 1) // a.workers), _STATE["clf"])) as pool:
         results = list(pool.map(run_job, tasks))
         rows = [{"mesh": t["mesh"], "caption": t["score_as"], "method": t["name"].split("/")[2], **r}
                 for t, r in zip(tasks, results)]
