@@ -18,6 +18,9 @@ A recipe fixes every optimization setting the SDS-Bridge authors chose
   the surface is still near its initial grey after 1000 steps (sphere, "blue and white
   stripes", 300 steps: lr 0.01 colour match 0.00 / pattern 0.00 / HF ratio 0.01; lr 0.05
   0.00 / 0.08 / 0.28; lr 0.1 0.88 / 0.33 / 0.74; lr 0.2 1.00 / 0.25 / 1.29).
+  Built on PAPER_2D, not PAPER_3D: with lr 0.1 the 3D recipe's structure oversaturated the
+  sphere (600 steps: colour 0.25, pattern 0.25, saturation error 0.161 vs 2D's 1.00 / 0.46 /
+  0.011).
 - ``AUTO`` (the job default): the recipe measured best for the prior in use
   (``best_recipe``): ``EMBEDDED`` for priors that want close-ups (the embedded prior);
   ``PAPER_2D`` for Stable Diffusion, unmeasured here (no SD weights can be downloaded in
