@@ -138,15 +138,14 @@ def _outside_unchanged(mesh, init: np.ndarray, final: np.ndarray) -> bool | None
     """Texels covered only by unselected faces are bit-identical (8-bit) in the result."""
     import dataclasses
 
-    from engine.export import uv_coverage_mask
+    from engine.jobrun import face_texel_mask
 
     if mesh.face_mask is None:
         return None
-    sel = np.asarray(mesh.face_mask, bool)
     size = init.shape[0]
-    inside = uv_coverage_mask(dataclasses.replace(mesh, faces=mesh.faces[sel], uvs=mesh.uvs[sel], face_mask=None), size)
-    outside = uv_coverage_mask(dataclasses.replace(mesh, faces=mesh.faces[~sel], uvs=mesh.uvs[~sel], face_mask=None), size)
-    only_out = np.asarray(outside, bool) & ~np.asarray(inside, bool)
+    inside = face_texel_mask(mesh, size).numpy()  # the texels the job may change
+    outside = face_texel_mask(dataclasses.replace(mesh, face_mask=~np.asarray(mesh.face_mask, bool)), size).numpy()
+    only_out = outside & ~inside
     q = lambda a: np.round(a * 255).astype(np.uint8)  # noqa: E731
     return bool(np.array_equal(q(init)[only_out], q(final)[only_out]))
 

@@ -177,8 +177,7 @@ class CloseupConfig:
 def _cameras_from_eyes(eye: np.ndarray, target: np.ndarray, fov_deg: float, near: float, far: float) -> Cameras:
     """(B,3) eyes looking at (B,3) targets with world +Y up; azimuth/elevation of the view
     direction (target - eye reversed, i.e. where the camera sits as seen from the target)."""
-    b = eye.shape[0]
-    view = np.stack([look_at(eye[i:i + 1], target[i], np.array([0.0, 1.0, 0.0]))[0] for i in range(b)]) if b else np.zeros((0, 4, 4))
+    view = look_at(eye, target, np.array([0.0, 1.0, 0.0]))  # look_at broadcasts (B,3) targets
     proj = np.broadcast_to(perspective(fov_deg, near, far), view.shape)
     d = eye - target
     d = d / np.maximum(np.linalg.norm(d, axis=1, keepdims=True), 1e-12)
@@ -188,26 +187,42 @@ def _cameras_from_eyes(eye: np.ndarray, target: np.ndarray, fov_deg: float, near
     return Cameras(f32(view), f32(proj), f32(eye), f32(az), f32(el), float(fov_deg))
 
 
-def closeup_cameras(positions: np.ndarray, faces: np.ndarray, config: CloseupConfig, n: int,
-                    generator: torch.Generator) -> Cameras:
+@dataclass(frozen=True, eq=False)
+class Surface:
+    """What close-up sampling needs of a mesh, computed once (``Surface.of``).
+
+    corners (F, 3, 3) float64 triangle corners in the normalized frame; normals (F, 3) unit
+    face normals (counter-clockwise = front); cdf (F,) cumulative area fractions.
+    """
+
+    corners: np.ndarray
+    normals: np.ndarray
+    cdf: np.ndarray
+
+    @classmethod
+    def of(cls, positions: np.ndarray, faces: np.ndarray) -> "Surface":
+        """positions (V, 3) in the normalized frame (``Mesh.normalized_positions``), faces (F, 3)."""
+        p = np.asarray(positions, np.float64)[np.asarray(faces)]
+        cross = np.cross(p[:, 1] - p[:, 0], p[:, 2] - p[:, 0])
+        area = np.linalg.norm(cross, axis=1)
+        if not np.isfinite(area).all() or area.sum() <= 0:
+            raise ValueError("the mesh has no surface area; close-up views need faces with area")
+        return cls(p, cross / np.maximum(area[:, None], 1e-20), np.cumsum(area) / area.sum())
+
+
+def closeup_cameras(surface: Surface, config: CloseupConfig, n: int, generator: torch.Generator) -> Cameras:
     """n cameras aimed at area-weighted random surface points along tilted face normals.
 
-    positions (V, 3) in the normalized frame (``Mesh.normalized_positions``), faces (F, 3),
-    counter-clockwise = front. Deterministic for a seeded ``generator``. The camera sits at
-    distance ``half_extent / tan(fov / 2)`` from the point, so the frame spans about
+    Deterministic for a seeded ``generator``. The camera sits at distance
+    ``half_extent / tan(fov / 2)`` from the point, so the frame spans about
     ``2 * half_extent`` there.
     """
-    p = np.asarray(positions, np.float64)[np.asarray(faces)]  # (F, 3, 3)
-    cross = np.cross(p[:, 1] - p[:, 0], p[:, 2] - p[:, 0])
-    area = np.linalg.norm(cross, axis=1)
-    if not np.isfinite(area).all() or area.sum() <= 0:
-        raise ValueError("the mesh has no surface area; close-up views need faces with area")
-    normal = cross / np.maximum(area[:, None], 1e-20)
+    p = surface.corners
     u = torch.rand(n, 6, generator=generator, dtype=torch.float64).numpy()
-    face = np.minimum(np.searchsorted(np.cumsum(area) / area.sum(), u[:, 0], side="right"), len(area) - 1)
+    face = np.minimum(np.searchsorted(surface.cdf, u[:, 0], side="right"), len(p) - 1)
     r1, r2 = np.sqrt(u[:, 1]), u[:, 2]  # uniform point in the triangle
     pts = ((1 - r1)[:, None] * p[face, 0] + (r1 * (1 - r2))[:, None] * p[face, 1] + (r1 * r2)[:, None] * p[face, 2])
-    nrm = normal[face]
+    nrm = surface.normals[face]
     # tilt: uniform direction in the cone of half-angle tilt_deg around the normal
     cos_max = math.cos(math.radians(config.tilt_deg))
     cos_t = 1 - u[:, 3] * (1 - cos_max)

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from engine.cameras import Cameras, CloseupConfig, closeup_cameras
+from engine.cameras import Cameras, CloseupConfig, Surface, closeup_cameras
 from engine.mesh import Mesh
 from engine.procedural.degrade import high_frequency_energy, mean_saturation
 from engine.procedural.metrics import PatternClassifier, dominant_colours_match, pattern_matches
@@ -59,13 +59,13 @@ class QualityConfig:
 def evaluation_cameras(ctx: RasterContext, mesh: Mesh, config: QualityConfig = QualityConfig()) -> Cameras:
     """``views_per_zoom`` fully covered face-on close-ups per zoom, deterministic; (N,) cameras."""
     gen = torch.Generator().manual_seed(config.seed)
-    pos = mesh.normalized_positions()
+    surface = Surface.of(mesh.normalized_positions(), mesh.faces)
     chosen: list[Cameras] = []
     for zoom in config.zooms:
         cfg = CloseupConfig(half_extent=zoom, extent_jitter=0.0, tilt_deg=0.0)
         got = 0
         for _ in range(20):  # candidate rounds
-            cams = closeup_cameras(pos, mesh.faces, cfg, 4 * config.views_per_zoom, gen)
+            cams = closeup_cameras(surface, cfg, 4 * config.views_per_zoom, gen)
             cover = rasterize(ctx, mesh, cams, 32).mask.float().mean(dim=(1, 2))
             ok = [i for i in range(len(cams)) if float(cover[i]) >= config.min_coverage][: config.views_per_zoom - got]
             if ok:

@@ -19,7 +19,7 @@ from typing import Protocol
 
 import torch
 
-from engine.cameras import Cameras, CloseupConfig, closeup_cameras
+from engine.cameras import Cameras, CloseupConfig, Surface, closeup_cameras
 from engine.mesh import Mesh
 from engine.raster import RasterContext, rasterize
 from engine.render import RenderConfig, ViewCache, lookup_plan, render_with_plan
@@ -70,10 +70,10 @@ class CloseupViews:
 
     def __init__(self, ctx: RasterContext, mesh: Mesh, config: CloseupConfig, resolution: int):
         self.ctx, self.mesh, self.config, self.resolution = ctx, mesh, config, int(resolution)
-        self._positions = mesh.normalized_positions()
+        self._surface = Surface.of(mesh.normalized_positions(), mesh.faces)  # once, not every step
 
     def draw(self, n: int, generator: torch.Generator) -> ViewBatch:
-        cams = closeup_cameras(self._positions, self.mesh.faces, self.config, n, generator)
+        cams = closeup_cameras(self._surface, self.config, n, generator)
         gbuffer = rasterize(self.ctx, self.mesh, cams, self.resolution)
         shape = (n, self.resolution, self.resolution)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from engine.cameras import CloseupConfig, closeup_cameras
+from engine.cameras import CloseupConfig, Surface, closeup_cameras
 from engine.raster import RasterContext, rasterize
 from engine.render import RenderConfig, ViewCache, render_texture
 from engine.shapes import island_cube, quad, uv_sphere
@@ -15,7 +15,7 @@ from engine.views import CachedViews, CloseupViews
 def test_closeups_fill_the_frame_and_face_the_surface():
     """On a sphere every close-up is all surface, and the centre pixel's normal points at the camera."""
     mesh = uv_sphere()
-    cams = closeup_cameras(mesh.normalized_positions(), mesh.faces, CloseupConfig(tilt_deg=0.0), 12,
+    cams = closeup_cameras(Surface.of(mesh.normalized_positions(), mesh.faces), CloseupConfig(tilt_deg=0.0), 12,
                            torch.Generator().manual_seed(0))
     gb = rasterize(RasterContext("numba"), mesh, cams, 32)
     assert bool(gb.mask.all())
@@ -28,7 +28,7 @@ def test_closeup_extent_sets_the_footprint():
     """A face-on close-up of the +Z quad spans 2 * half_extent: UV range = 2 * 0.3 / quad side."""
     mesh = quad()
     side = float(np.ptp(mesh.normalized_positions()[:, 0]))
-    cams = closeup_cameras(mesh.normalized_positions(), mesh.faces, CloseupConfig(half_extent=0.3, extent_jitter=0.0, tilt_deg=0.0),
+    cams = closeup_cameras(Surface.of(mesh.normalized_positions(), mesh.faces), CloseupConfig(half_extent=0.3, extent_jitter=0.0, tilt_deg=0.0),
                            64, torch.Generator().manual_seed(1))
     gb = rasterize(RasterContext("numba"), mesh, cams, 64)
     full = [i for i in range(64) if bool(gb.mask[i].all())]
@@ -40,8 +40,8 @@ def test_closeup_extent_sets_the_footprint():
 
 def test_closeups_are_deterministic_and_reach_every_face():
     mesh = island_cube()
-    a = closeup_cameras(mesh.normalized_positions(), mesh.faces, CloseupConfig(), 200, torch.Generator().manual_seed(5))
-    b = closeup_cameras(mesh.normalized_positions(), mesh.faces, CloseupConfig(), 200, torch.Generator().manual_seed(5))
+    a = closeup_cameras(Surface.of(mesh.normalized_positions(), mesh.faces), CloseupConfig(), 200, torch.Generator().manual_seed(5))
+    b = closeup_cameras(Surface.of(mesh.normalized_positions(), mesh.faces), CloseupConfig(), 200, torch.Generator().manual_seed(5))
     assert torch.equal(a.view, b.view)
     gb = rasterize(RasterContext("numba"), mesh, a, 16)
     faces_seen = set(torch.unique(gb.tri_id[gb.mask]).tolist())
