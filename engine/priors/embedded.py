@@ -12,19 +12,16 @@ with classifier-free guidance (for evaluation and tests).
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+import torch
+import torch.nn.functional as F
 
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-
-from engine.cameras import ViewMode  # noqa: E402
-from engine.errors import ModelNotFoundError  # noqa: E402
-from engine.priors.embedded_model import denoise, patch_size, tokenize  # noqa: E402
-from engine.priors.base import PromptEmbeddingCache  # noqa: E402
+from engine.cameras import ViewMode
+from engine.errors import ModelNotFoundError
+from engine.priors.embedded_model import denoise, patch_size, tokenize
+from engine.priors.base import PromptEmbeddingCache
 
 #: Where the shipped weights live (inside the package).
 EMBEDDED_MODEL_DIR = Path(__file__).resolve().parents[1] / "models" / "embedded"
@@ -179,10 +176,12 @@ def load_pixel_prior(folder: str | Path, device: str | torch.device = "cpu", dty
         raise ModelNotFoundError(f"embedded model folder {folder} is missing (no model_index.json); "
                                  f"reinstall texbridge or rebuild it: {_TRAIN_HINT}")
     try:
-        unet = UNet2DConditionModel.from_pretrained(folder, subfolder="unet", use_safetensors=True)
-        text_encoder = CLIPTextModel.from_pretrained(folder, subfolder="text_encoder", use_safetensors=True)
-        tokenizer = AutoTokenizer.from_pretrained(folder / "tokenizer")
-        scheduler = DDIMScheduler.from_pretrained(folder, subfolder="scheduler")
+        # A local folder: never ask the hub (local_files_only; the process environment is left alone).
+        unet = UNet2DConditionModel.from_pretrained(folder, subfolder="unet", use_safetensors=True, local_files_only=True)
+        text_encoder = CLIPTextModel.from_pretrained(folder, subfolder="text_encoder", use_safetensors=True,
+                                                     local_files_only=True)
+        tokenizer = AutoTokenizer.from_pretrained(folder / "tokenizer", local_files_only=True)
+        scheduler = DDIMScheduler.from_pretrained(folder, subfolder="scheduler", local_files_only=True)
     except (OSError, ValueError) as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
         raise ModelNotFoundError(f"could not load the embedded model from {folder}: {first}; "

@@ -147,3 +147,18 @@ def test_load_prior_routes_a_pixel_prior_folder_to_the_pixel_prior(prior):
     emb = loaded.encode_prompts(["red and white checkerboard"])
     torch.testing.assert_close(loaded.predict_noise(loaded.encode_images(x), t, emb),
                                prior.predict_noise(prior.encode_images(x), t, prior.encode_prompts(["red and white checkerboard"])))
+
+
+def test_import_and_load_leave_the_environment_alone():
+    """Importing the embedded prior (and loading it) must not set HF_HUB_OFFLINE for the process:
+    a long-lived worker or batch would then never download a hub model (issue 11)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "HF_HUB_OFFLINE"}
+    code = ("import os, engine.priors.embedded as e; assert 'HF_HUB_OFFLINE' not in os.environ; "
+            "e.load_embedded_prior('cpu'); assert 'HF_HUB_OFFLINE' not in os.environ; print('clean')")
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.strip().endswith("clean")
