@@ -3,7 +3,9 @@
 Built from diffusers components (tokenizer, CLIP text encoder, VAE, UNet and the
 scheduler's alpha-bar table). fp16 on CUDA (bf16 if asked), fp32 on CPU; PyTorch
 scaled-dot-product attention; text embeddings cached per prompt string;
-v-prediction outputs converted to epsilon.
+v-prediction outputs converted to epsilon. ``set_memory_mode`` switches the low-VRAM levers
+(``engine.priors.memory``); ``set_tiny_encoder`` puts TAESD's encoder on the gradient path
+(``engine.priors.tiny_encoder``).
 """
 
 from __future__ import annotations
@@ -83,6 +85,9 @@ class StableDiffusionPrior:
         self.preferred_views = ViewMode.ORBIT  # trained on photos of whole scenes and objects
         self.preferred_render_size = self.resolution
         self._cache = PromptEmbeddingCache(self.config.embedding_cache_size)
+        self.memory_levers: tuple[str, ...] = ()
+        self.tiny_encoder = None  # engine.priors.tiny_encoder.TinyEncoder when --encoder tiny
+        self._text_offloaded = False
 
     def _place(self, module):
         """Move to the device; cast only when the dtype differs (diffusers warns on no-op casts)."""
@@ -120,12 +125,71 @@ class StableDiffusionPrior:
             truncation=True,
             return_tensors="pt",
         )
-        return self.text_encoder(tok.input_ids.to(self.device))[0]
+        if not self._text_offloaded:
+            return self.text_encoder(tok.input_ids.to(self.device))[0]
+        self.text_encoder.to(self.device)  # offloaded (low mode): on the device for this call only
+        try:
+            return self.text_encoder(tok.input_ids.to(self.device))[0]
+        finally:
+            self.text_encoder.to("cpu")
+            _empty_cuda_cache(self.device)
+
+    # -- memory and encoder options ------------------------------------------------------
+    def set_memory_mode(self, mode) -> tuple[str, ...]:
+        """Turn the low-VRAM levers on (``MemoryMode.LOW``) or off (``FULL``); returns those on.
+
+        Levers: UNet attention slicing, VAE slicing, gradient checkpointing of the VAE encoder
+        (its saved activations dominate the backward pass), fp16 on CUDA (cast if the prior was
+        loaded otherwise; not undone by ``FULL``), the text encoder offloaded to the CPU between
+        prompt encodings. Views per step are the loop's business (``memory.views_per_step_for``).
+        """
+        from engine.priors.memory import MemoryMode
+
+        low = mode is MemoryMode.LOW
+        levers: list[str] = []
+        if low:
+            self.unet.set_attention_slice("auto")
+            self.vae.enable_slicing()
+            self.vae.enable_gradient_checkpointing()
+            levers += ["attention_slicing", "vae_slicing", "vae_encoder_checkpointing"]
+            if self.device.type == "cuda":
+                if self.dtype != torch.float16:
+                    self.dtype = torch.float16
+                    for m in (self.unet, self.vae, self.text_encoder):
+                        m.to(dtype=torch.float16)
+                levers.append("fp16")
+                self.text_encoder.to("cpu")
+                self._text_offloaded = True
+                _empty_cuda_cache(self.device)
+                levers.append("text_encoder_cpu_offload")
+        else:
+            _use_sdpa(self.unet)  # replaces the sliced attention processors
+            self.vae.disable_slicing()
+            self.vae.disable_gradient_checkpointing()
+            if self._text_offloaded:
+                self.text_encoder.to(self.device)
+                self._text_offloaded = False
+        if self.tiny_encoder is not None and self.tiny_encoder.module.dtype != self.dtype:
+            self.tiny_encoder.module.to(dtype=self.dtype)
+        self.memory_levers = tuple(levers)
+        return self.memory_levers
+
+    def set_tiny_encoder(self, encoder) -> None:
+        """Encode renders with ``encoder`` (a ``TinyEncoder``), or SD's VAE when None."""
+        if encoder is not None:
+            if encoder.latent_channels != self.latent_channels:
+                raise SpecError(f"tiny encoder {encoder.name!r} makes {encoder.latent_channels}-channel latents; "
+                                f"model {self.name!r} needs {self.latent_channels}; use a matching TAESD or --encoder full")
+            if encoder.module.dtype != self.dtype or encoder.module.device != self.device:
+                encoder.module.to(self.device, self.dtype)
+        self.tiny_encoder = encoder
 
     # -- images ----------------------------------------------------------------------
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
         """images (B, 3, R, R) in [0, 1] -> latents (B, 4, R/8, R/8) float32, differentiable."""
         x = (images * 2.0 - 1.0).to(self.dtype)
+        if self.tiny_encoder is not None:  # TAESD: already in the UNet's latent scale
+            return self.tiny_encoder.encode(x).float()
         dist = self.vae.encode(x).latent_dist
         z = dist.mean if self.config.sample_posterior_mean else dist.sample()
         return (z * self.scaling_factor).float()
@@ -157,9 +221,15 @@ class StableDiffusionPrior:
         for attr in ("unet", "vae", "text_encoder"):
             if hasattr(self, attr):
                 delattr(self, attr)
+        self.tiny_encoder = None
         self._cache.clear()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
+
+
+def _empty_cuda_cache(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
 
 
 def _use_sdpa(model) -> None:
