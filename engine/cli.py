@@ -2,7 +2,8 @@
 
 Each command lives in ``engine/commands/<name>.py`` and exposes
 ``add_parser(subparsers)`` and ``run(args) -> int``. Errors derived from
-``TexbridgeError`` print one line (``error: ...``) and exit with their code.
+``TexbridgeError`` print one line (``error: ...``, the fix named as a flag) and exit
+with their code.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import importlib
 import sys
 from types import ModuleType
 
-from engine.errors import TexbridgeError
+from engine.errors import TexbridgeError, cli_flag
 
 #: Engine subcommands, in help order. Each module is imported lazily.
 ENGINE_COMMANDS = ("texture", "batch", "render", "doctor")
@@ -39,7 +40,7 @@ def run_parsed(args: argparse.Namespace) -> int:
     try:
         return int(args.func(args) or 0)
     except TexbridgeError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {exc.worded(cli_flag)}", file=sys.stderr)  # the fix named as a flag
         return exc.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -20,6 +20,8 @@ MB = 1024 * 1024
 class DiskFull(TexbridgeError):
     """Not enough free space to write a job's files; the message names the folder and both sizes."""
 
+    kind = "disk_full"
+
 
 def texture_bytes(texture_size: int, channels: int = 3, itemsize: int = 4) -> int:
     """Bytes of one float32 (H, W, 3) texture array of side ``texture_size``."""

@@ -1,5 +1,10 @@
 """Meshes with per-corner UVs: loading (OBJ, GLB/glTF, PLY, ``.npz`` arrays), validation, normalization.
 
+One validator for every format and every front end: each reader turns a file's bytes into
+arrays, and ``check_arrays`` (limits from ``MeshConfig``) decides whether they are a usable
+mesh. ``load_mesh`` builds the ``Mesh``; ``check_mesh_data`` runs the same reader and checks on
+uploaded bytes without building it (no unwrap), for the server's submit.
+
 A ``Mesh`` keeps the user's data exactly: positions in their original units and axes,
 and UVs per face corner (F, 3, 2), so seams survive. Cameras work in a normalized frame
 (``Mesh.normalize``: original -> canonical Y-up, centred, inside the unit sphere); export
@@ -8,16 +13,17 @@ uses the original positions. See docs/conventions.md.
 
 from __future__ import annotations
 
-import json
-import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from engine.errors import MeshError
+from engine.meshio import SUPPORTED_SUFFIXES, MeshArrays, read_mesh_data, too_large
 
-SUPPORTED_SUFFIXES = (".obj", ".glb", ".gltf", ".ply", ".npz")
+__all__ = ["SUPPORTED_SUFFIXES", "Mesh", "MeshArrays", "MeshConfig", "MeshInfo", "check_arrays", "check_mesh_data",
+           "load_mesh", "mesh_from_arrays", "save_mesh_npz", "unwrap_uvs"]
+
 
 #: Rotation taking a Z-up frame (Blender) to the canonical Y-up frame: (x, y, z) -> (x, z, -y).
 Z_UP_TO_Y_UP = np.array([[1, 0, 0, 0], [0, 0, 1, 0], [0, -1, 0, 0], [0, 0, 0, 1]], dtype=np.float64)
@@ -25,14 +31,25 @@ Z_UP_TO_Y_UP = np.array([[1, 0, 0, 0], [0, 0, 1, 0], [0, -1, 0, 0], [0, 0, 0, 1]
 
 @dataclass(frozen=True)
 class MeshConfig:
-    """Mesh loading options.
+    """Mesh loading options (the server builds one from ``texbridge serve --max-*``).
 
     max_triangles: refuse meshes with more triangles than this (after triangulation).
+    max_vertices: refuse meshes with more vertices than this.
     force_unwrap: ignore the mesh's UVs and unwrap with xatlas.
     """
 
     max_triangles: int = 2_000_000
     force_unwrap: bool = False
+    max_vertices: int = 5_000_000
+
+
+@dataclass(frozen=True)
+class MeshInfo:
+    """A validated mesh's size (``check_mesh_data``)."""
+
+    vertices: int
+    triangles: int
+    has_uvs: bool
 
 
 @dataclass(frozen=True, eq=False)
@@ -106,53 +123,15 @@ def mesh_from_arrays(
     source: str = "arrays",
     up_axis: str = "Z",
 ) -> Mesh:
-    """Validate arrays and build a ``Mesh``.
+    """Validate arrays (``check_arrays``) and build a ``Mesh``.
 
     positions (V, 3); faces (F, 3) or (F, k>=3) (n-gons are fan-triangulated, corner UVs follow);
     uvs (F, 3, 2) per-corner, or None to unwrap with xatlas; face_mask (F,) bool or None.
     up_axis: "Z" for Blender world coordinates (what the add-on sends), "Y" for glTF-style data.
     """
     name = Path(source).name if source != "arrays" else "mesh arrays"
-    positions = np.asarray(positions)
-    faces = np.asarray(faces)
-    if positions.ndim != 2 or positions.shape[1] != 3 or positions.shape[0] == 0:
-        raise MeshError(f"{name}: positions must be a non-empty (V, 3) array, got shape {positions.shape}")
-    if faces.size == 0:
-        raise MeshError(f"{name}: the mesh has no faces; export it with its faces (not a point cloud or edges only)")
-    if faces.ndim != 2 or faces.shape[1] < 3 or not np.issubdtype(faces.dtype, np.integer):
-        raise MeshError(f"{name}: faces must be an integer (F, 3) array of triangle indices, got {faces.dtype} {faces.shape}")
-    if not np.isfinite(positions).all():
-        bad = int((~np.isfinite(positions)).any(axis=1).sum())
-        raise MeshError(f"{name}: {bad} vertex positions are NaN or infinite; fix or delete those vertices")
-    if faces.min() < 0 or faces.max() >= positions.shape[0]:
-        raise MeshError(
-            f"{name}: face indices out of range (found {int(faces.min())}..{int(faces.max())}, "
-            f"vertices 0..{positions.shape[0] - 1}); the index array does not match the positions"
-        )
-    if uvs is not None:
-        uvs = np.asarray(uvs)
-        if uvs.shape != (faces.shape[0], faces.shape[1], 2):
-            raise MeshError(f"{name}: uvs must be per-corner ({faces.shape[0]}, {faces.shape[1]}, 2), got {uvs.shape}")
-        if not np.isfinite(uvs).all():
-            raise MeshError(f"{name}: some UVs are NaN or infinite; fix the UV map or unwrap again")
-    if face_mask is not None:
-        face_mask = np.asarray(face_mask, dtype=bool).reshape(-1)
-        if face_mask.shape[0] != faces.shape[0]:
-            raise MeshError(f"{name}: face_mask has {face_mask.shape[0]} entries for {faces.shape[0]} faces")
-    if faces.shape[1] > 3:  # fan-triangulate fixed-size polygons
-        k = faces.shape[1]
-        idx = np.array([[0, j, j + 1] for j in range(1, k - 1)])
-        faces = faces[:, idx].reshape(-1, 3)
-        uvs = None if uvs is None else uvs[:, idx].reshape(-1, 3, 2)
-        face_mask = None if face_mask is None else np.repeat(face_mask, k - 2)
-    n_tri = faces.shape[0]
-    if n_tri > config.max_triangles:
-        raise MeshError(
-            f"{name}: {n_tri:,} triangles is more than the limit of {config.max_triangles:,}; "
-            "decimate the mesh or raise max_triangles"
-        )
-    positions = positions.astype(np.float32)
-    faces = faces.astype(np.int64)
+    positions, faces, uvs, face_mask = check_arrays(name, positions, faces, uvs, face_mask, config)
+    _up_rotation(up_axis)
     unwrapped = False
     if uvs is None or config.force_unwrap:
         uvs = unwrap_uvs(positions, faces)
@@ -170,6 +149,53 @@ def mesh_from_arrays(
         up_axis=up_axis,
         face_mask=face_mask,
     )
+
+
+def check_arrays(name: str, positions, faces, uvs=None, face_mask=None, config: MeshConfig = MeshConfig()):
+    """The one mesh validator: shapes, dtypes, finite values, index ranges and the limits of
+    ``config``. Returns (positions float32, faces int64 (F, 3), uvs (F, 3, 2) or None,
+    face_mask (F,) or None) with n-gons fan-triangulated; raises ``MeshError`` naming the fix."""
+    positions = np.asarray(positions)
+    faces = np.asarray(faces)
+    if positions.dtype.kind not in "fiu":
+        raise MeshError(f"{name}: positions must be numbers, got {positions.dtype}; save float (V, 3) positions")
+    if positions.ndim != 2 or positions.shape[1] != 3 or positions.shape[0] == 0:
+        raise MeshError(f"{name}: positions must be a non-empty (V, 3) array, got shape {positions.shape}")
+    if faces.size == 0:
+        raise MeshError(f"{name}: the mesh has no faces; export it with its faces (not a point cloud or edges only)")
+    if faces.ndim != 2 or faces.shape[1] < 3 or not np.issubdtype(faces.dtype, np.integer):
+        raise MeshError(f"{name}: faces must be an integer (F, 3) array of triangle indices, got {faces.dtype} {faces.shape}")
+    if positions.shape[0] > config.max_vertices:
+        raise too_large(name, positions.shape[0], "vertices", config.max_vertices, "max_vertices")
+    if faces.shape[0] * (faces.shape[1] - 2) > config.max_triangles:
+        raise too_large(name, faces.shape[0] * (faces.shape[1] - 2), "triangles", config.max_triangles, "max_triangles")
+    if not np.isfinite(positions).all():
+        bad = int((~np.isfinite(positions)).any(axis=1).sum())
+        raise MeshError(f"{name}: {bad} vertex positions are NaN or infinite; fix or delete those vertices")
+    if faces.min() < 0 or faces.max() >= positions.shape[0]:
+        raise MeshError(
+            f"{name}: face indices out of range (found {int(faces.min())}..{int(faces.max())}, "
+            f"vertices 0..{positions.shape[0] - 1}); the index array does not match the positions"
+        )
+    if uvs is not None:
+        uvs = np.asarray(uvs)
+        if uvs.dtype.kind not in "fiu" or uvs.shape != (faces.shape[0], faces.shape[1], 2):
+            raise MeshError(f"{name}: uvs must be float per-corner ({faces.shape[0]}, {faces.shape[1]}, 2), got {uvs.dtype} {uvs.shape}")
+        if not np.isfinite(uvs).all():
+            raise MeshError(f"{name}: some UVs are NaN or infinite; fix the UV map or unwrap again")
+    if face_mask is not None:
+        face_mask = np.asarray(face_mask)
+        if face_mask.dtype.kind not in "biu" or face_mask.ndim != 1 or face_mask.shape[0] != faces.shape[0]:
+            raise MeshError(f"{name}: face_mask must be a bool array with one entry per face ({faces.shape[0]}), "
+                            f"got {face_mask.dtype} {face_mask.shape}")
+        face_mask = face_mask.astype(bool)
+    if faces.shape[1] > 3:  # fan-triangulate fixed-size polygons
+        k = faces.shape[1]
+        idx = np.array([[0, j, j + 1] for j in range(1, k - 1)])
+        faces = faces[:, idx].reshape(-1, 3)
+        uvs = None if uvs is None else uvs[:, idx].reshape(-1, 3, 2)
+        face_mask = None if face_mask is None else np.repeat(face_mask, k - 2)
+    return positions.astype(np.float32), faces.astype(np.int64), uvs, face_mask
 
 
 def unwrap_uvs(positions: np.ndarray, faces: np.ndarray) -> np.ndarray:
@@ -200,29 +226,16 @@ def load_mesh(path, config: MeshConfig = MeshConfig()) -> Mesh:
         data = path.read_bytes()
     except OSError as exc:
         raise MeshError(f"cannot read mesh file {path}: {exc.strerror or exc}") from None
-    if suffix == ".npz":
-        return _load_npz(path, config)
-    if suffix == ".obj":
-        return _load_obj(path, data, config)
-    if suffix in (".glb", ".gltf"):
-        _check_gltf_self_contained(path, data)
-        return _load_trimesh(path, config, up_axis="Y", file_type=suffix[1:])
-    return _load_trimesh(path, config, up_axis="Y", file_type="ply")
+    a = read_mesh_data(path.name, suffix, data, config.max_vertices, config.max_triangles)
+    return mesh_from_arrays(a.positions, a.faces, a.uvs, a.face_mask, config, str(path), a.up_axis)
 
 
-def _load_npz(path: Path, config: MeshConfig) -> Mesh:
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-    except Exception as exc:  # zipfile / pickle / format errors
-        raise MeshError(f"cannot read {path.name} as .npz arrays ({type(exc).__name__}); save it with numpy.savez") from None
-    for key in ("positions", "faces"):
-        if key not in arrays:
-            raise MeshError(f"{path.name}: missing array {key!r}; the .npz needs positions, faces and optional uvs, face_mask")
-    up = str(arrays["up_axis"]) if "up_axis" in arrays else "Z"
-    return mesh_from_arrays(
-        arrays["positions"], arrays["faces"], arrays.get("uvs"), arrays.get("face_mask"), config, str(path), up
-    )
+def check_mesh_data(data: bytes, suffix: str, config: MeshConfig, name: str = "mesh") -> MeshInfo:
+    """Validate a mesh file's bytes exactly as ``load_mesh`` would (same reader, same checks,
+    same limits) without building it (no unwrap): the server's submit-time check."""
+    a = read_mesh_data(f"{name}{suffix}", suffix, data, config.max_vertices, config.max_triangles)
+    positions, faces, uvs, _ = check_arrays(f"{name}{suffix}", a.positions, a.faces, a.uvs, a.face_mask, config)
+    return MeshInfo(int(positions.shape[0]), int(faces.shape[0]), uvs is not None)
 
 
 def save_mesh_npz(mesh: Mesh, path) -> None:
@@ -231,129 +244,3 @@ def save_mesh_npz(mesh: Mesh, path) -> None:
     if mesh.face_mask is not None:
         arrays["face_mask"] = mesh.face_mask
     np.savez(path, **arrays)
-
-
-def _obj_index(tok: str, n: int, line_no: int, name: str) -> int:
-    try:
-        i = int(tok)
-    except ValueError:
-        raise MeshError(f"{name} line {line_no}: bad face index {tok!r}") from None
-    return i - 1 if i > 0 else n + i  # OBJ is 1-based; negative = relative to the end
-
-
-def _load_obj(path: Path, data: bytes, config: MeshConfig) -> Mesh:
-    """Own OBJ reader: keeps every corner's ``vt`` exactly (trimesh may merge corner UVs) and fans n-gons."""
-    name = path.name
-    try:
-        text = data.decode("utf-8", errors="replace")
-    except Exception:
-        raise MeshError(f"cannot read {name} as text OBJ") from None
-    verts: list[list[float]] = []
-    tex: list[list[float]] = []
-    tris: list[tuple[int, int, int]] = []
-    tri_uv: list[tuple[int, int, int]] = []
-    any_missing_uv = False
-    for line_no, line in enumerate(text.splitlines(), 1):
-        if not line or line[0] not in "vf":
-            continue
-        parts = line.split()
-        tag = parts[0]
-        try:
-            if tag == "v":
-                if len(parts) < 4:
-                    raise ValueError
-                verts.append([float(x) for x in parts[1:4]])
-            elif tag == "vt":
-                tex.append([float(x) for x in parts[1:3]])
-        except ValueError:
-            raise MeshError(f"{name} line {line_no}: bad number in {line.strip()[:40]!r}") from None
-        if tag == "f":
-            corners = []
-            for tok in parts[1:]:
-                sub = tok.split("/")
-                vi = _obj_index(sub[0], len(verts), line_no, name)
-                ti = _obj_index(sub[1], len(tex), line_no, name) if len(sub) > 1 and sub[1] else -1
-                corners.append((vi, ti))
-            if len(corners) < 3:
-                continue
-            for j in range(1, len(corners) - 1):
-                c = (corners[0], corners[j], corners[j + 1])
-                tris.append(tuple(x[0] for x in c))
-                tri_uv.append(tuple(x[1] for x in c))
-                any_missing_uv |= any(x[1] < 0 for x in c)
-    if not verts:
-        raise MeshError(f"{name}: no vertices found; is this an OBJ file?")
-    positions = np.asarray(verts, dtype=np.float64)
-    if positions.shape[1] != 3:
-        raise MeshError(f"{name}: vertices need 3 coordinates")
-    if not tris:
-        raise MeshError(f"{name}: the mesh has no faces; export it with its faces (not a point cloud or edges only)")
-    faces = np.asarray(tris, dtype=np.int64)
-    uvs = None
-    if tex and not any_missing_uv:
-        uv_idx = np.asarray(tri_uv, dtype=np.int64)
-        if uv_idx.min() < 0 or uv_idx.max() >= len(tex):
-            raise MeshError(f"{name}: texture-coordinate indices out of range; the vt list does not match the faces")
-        uvs = np.asarray(tex, dtype=np.float64)[uv_idx]
-    return mesh_from_arrays(positions, faces, uvs, None, config, str(path), "Y")
-
-
-def _check_gltf_self_contained(path: Path, data: bytes) -> None:
-    """Refuse glTF files that reference external files (buffers or images by URI)."""
-    name = path.name
-    try:
-        if path.suffix.lower() == ".glb":
-            magic, _version, _length = struct.unpack_from("<4sII", data, 0)
-            if magic != b"glTF":
-                raise ValueError("bad magic")
-            chunk_len, chunk_type = struct.unpack_from("<II", data, 12)
-            if chunk_type != 0x4E4F534A:  # 'JSON'
-                raise ValueError("first chunk is not JSON")
-            doc = json.loads(data[20 : 20 + chunk_len].decode("utf-8"))
-        else:
-            doc = json.loads(data.decode("utf-8"))
-    except Exception:
-        raise MeshError(f"cannot read {name} as glTF (corrupt or truncated file); re-export it as .glb") from None
-    for kind in ("buffers", "images"):
-        for item in doc.get(kind, []) or []:
-            uri = item.get("uri")
-            if uri is not None and not str(uri).startswith("data:"):
-                raise MeshError(
-                    f"{name} references an external file ({uri!r}); export a self-contained .glb "
-                    "(glTF Binary) with everything embedded"
-                )
-
-
-def _load_trimesh(path: Path, config: MeshConfig, up_axis: str, file_type: str) -> Mesh:
-    import trimesh
-
-    name = path.name
-    try:
-        loaded = trimesh.load(str(path), file_type=file_type, process=False, force="scene")
-    except MeshError:
-        raise
-    except Exception as exc:
-        raise MeshError(f"cannot read {name} as {file_type.upper()} ({type(exc).__name__}); the file is corrupt or not a mesh") from None
-    pos_parts, face_parts, uv_parts = [], [], []
-    offset = 0
-    have_all_uvs = True
-    for node in loaded.graph.nodes_geometry:
-        transform, geom_name = loaded.graph[node]
-        geom = loaded.geometry[geom_name]
-        if not isinstance(geom, trimesh.Trimesh) or len(geom.faces) == 0:
-            continue
-        verts = np.asarray(geom.vertices, dtype=np.float64)
-        verts = verts @ np.asarray(transform)[:3, :3].T + np.asarray(transform)[:3, 3]
-        faces = np.asarray(geom.faces, dtype=np.int64)
-        uv = getattr(geom.visual, "uv", None)
-        if uv is not None and len(uv) == len(verts):
-            uv_parts.append(np.asarray(uv, dtype=np.float64)[faces])
-        else:
-            have_all_uvs = False
-        pos_parts.append(verts)
-        face_parts.append(faces + offset)
-        offset += len(verts)
-    if not face_parts:
-        raise MeshError(f"{name}: the mesh has no faces; export it with its faces (not a point cloud or edges only)")
-    uvs = np.concatenate(uv_parts) if have_all_uvs else None
-    return mesh_from_arrays(np.concatenate(pos_parts), np.concatenate(face_parts), uvs, None, config, str(path), up_axis)

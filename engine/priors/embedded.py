@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from engine.cameras import ViewMode
+from engine.environment import resolve_device
 from engine.errors import ModelNotFoundError
 from engine.priors.embedded_model import denoise, patch_size, tokenize
 from engine.priors.base import PromptEmbeddingCache
@@ -186,8 +187,7 @@ def load_pixel_prior(folder: str | Path, device: str | torch.device = "cpu", dty
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
         raise ModelNotFoundError(f"could not load the embedded model from {folder}: {first}; "
                                  f"reinstall texbridge or rebuild it: {_TRAIN_HINT}") from None
-    device = torch.device("cuda" if str(device) == "auto" and torch.cuda.is_available() else
-                          ("cpu" if str(device) == "auto" else device))
+    device = resolve_device(device)
     return PixelDiffusionPrior(name=name or str(folder), unet=unet, text_encoder=text_encoder, tokenizer=tokenizer,
                                scheduler=scheduler, device=device, dtype=dtype)
 

@@ -25,7 +25,8 @@ from pathlib import Path
 
 import torch
 
-from engine.errors import BackendUnavailableError, ModelNotFoundError, SpecError, TexbridgeError
+from engine.environment import resolve_device  # noqa: F401  (also imported from here by jobrun and batch)
+from engine.errors import Fix, ModelNotFoundError, SpecError, TexbridgeError
 
 log = logging.getLogger("texbridge")
 
@@ -115,21 +116,16 @@ def auto_choice(cached: bool, offline: bool, device: torch.device) -> AutoChoice
     return AutoChoice.EMBEDDED
 
 
-def resolve_device(device: str | torch.device) -> torch.device:
-    """``auto`` -> cuda when available, else cpu; ``cuda`` without CUDA is an error."""
-    d = str(device)
-    if d == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if d.startswith("cuda") and not torch.cuda.is_available():
-        raise BackendUnavailableError("device 'cuda' requested but CUDA is not available here; use --device cpu or auto")
-    return torch.device(d)
+#: The fix of a missing model, for each front end to word (``--model`` in the terminal).
+def _model_fix(repo_id: str) -> Fix:
+    return Fix("model", f"fix: run `huggingface-cli download {repo_id}` on a machine with network (or copy the "
+                        "cache), or set {field} to the PATH of a diffusers folder or .safetensors file")
 
 
-def _missing_message(repo_id: str) -> str:
-    return (
+def _model_missing(repo_id: str, also: str = "") -> ModelNotFoundError:
+    return ModelNotFoundError(
         f"model {repo_id!r} is not in the local Hugging Face cache ({hub_cache_dir()}) and cannot be downloaded "
-        f"(offline); fix: run `huggingface-cli download {repo_id}` on a machine with network (or copy the cache), "
-        f"or pass --model PATH to a diffusers folder or .safetensors file"
+        f"(offline){also}", kind="model_not_cached", fix=_model_fix(repo_id),
     )
 
 
@@ -216,11 +212,11 @@ def _load_hub(repo_id: str, device: torch.device, dtype: torch.dtype):
             pipe = StableDiffusionPipeline.from_pretrained(repo_id, local_files_only=True, cache_dir=cache, **_pipeline_kwargs(dtype))
     except (OSError, ValueError):
         if hub_offline():
-            raise ModelNotFoundError(_missing_message(repo_id)) from None
+            raise _model_missing(repo_id) from None
         try:  # online: download into the cache
             pipe = StableDiffusionPipeline.from_pretrained(repo_id, cache_dir=cache, **_pipeline_kwargs(dtype))
         except Exception:  # no network, unknown repo, gated ...
-            raise ModelNotFoundError(_missing_message(repo_id)) from None
+            raise _model_missing(repo_id) from None
     return StableDiffusionPrior.from_pipeline(pipe, repo_id, device, dtype)
 
 
@@ -258,8 +254,8 @@ def _load_single_file(path: str, device: torch.device, dtype: torch.dtype, confi
     if pipe is None:
         raise ModelNotFoundError(
             f"could not load {p.name} as a Stable Diffusion checkpoint: {_first_line(error)}; single-file loading "
-            f"needs the model's diffusers configs (in the Hugging Face cache {hub_cache_dir()}, or network); "
-            f"alternatively pass --model PATH to a diffusers folder"
+            f"needs the model's diffusers configs (in the Hugging Face cache {hub_cache_dir()}, or network)",
+            fix=Fix("model", "alternatively set {field} to the PATH of a diffusers folder"),
         )
     return StableDiffusionPrior.from_pipeline(pipe, str(p), device, dtype)
 
@@ -269,8 +265,7 @@ def _load_embedded(device: torch.device, dtype: torch.dtype | None):
         from engine.priors.embedded import load_embedded_prior
     except ImportError as exc:
         raise ModelNotFoundError(
-            f"the embedded model is not available in this install ({_first_line(exc)}); "
-            f"fix: `huggingface-cli download {DEFAULT_HUB_MODEL}` or --model PATH"
+            f"the embedded model is not available in this install ({_first_line(exc)})", fix=_model_fix(DEFAULT_HUB_MODEL),
         ) from None
     with _quiet_diffusers():
         return load_embedded_prior(device, dtype)
@@ -321,7 +316,7 @@ def _load_auto(dev: torch.device, dt: torch.dtype, dtype: torch.dtype | None):
     try:
         prior = _load_embedded(dev, dtype)
     except (TexbridgeError, OSError) as exc:
-        raise ModelNotFoundError(f"{_missing_message(DEFAULT_HUB_MODEL)}; the embedded fallback failed too: {_first_line(exc)}") from None
+        raise _model_missing(DEFAULT_HUB_MODEL, f" and the embedded fallback failed too ({_first_line(exc)})") from None
     log.warning(
         "using the embedded model: %s; for full quality run `huggingface-cli download %s` once, or pass --model PATH",
         why,

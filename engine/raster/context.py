@@ -6,22 +6,11 @@ import numpy as np
 import torch
 
 from engine.cameras import Cameras
-from engine.errors import BackendUnavailableError
+from engine.environment import resolve_device
 from engine.mesh import Mesh
 from engine.raster.backend import RasterBackend
 from engine.raster.gbuffer import GBuffer, build_gbuffer, face_normals
 from engine.raster.nvdiffrast_raster import NvdiffrastRasterizer, nvdiffrast_status
-
-
-def _resolve_device(device) -> torch.device:
-    if isinstance(device, str) and device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise BackendUnavailableError(
-            "device 'cuda' was requested but CUDA is not available here; use device 'cpu' (or 'auto')"
-        )
-    return dev
 
 
 def resolve_backend(backend: RasterBackend | str, device: torch.device) -> RasterBackend:
@@ -72,13 +61,13 @@ class RasterContext:
     """
 
     def __init__(self, backend: RasterBackend | str = RasterBackend.AUTO, device="cpu", cull_closed: bool = True):
-        dev = _resolve_device(device)
+        dev = resolve_device(device)
         self.cull_closed = cull_closed
         self.backend = resolve_backend(backend, dev)
         self._nv = None
         if self.backend is RasterBackend.NVDIFFRAST:
             if dev.type != "cuda":
-                dev = _resolve_device("cuda") if torch.cuda.is_available() else dev
+                dev = resolve_device("cuda") if torch.cuda.is_available() else dev
             self._nv = NvdiffrastRasterizer(dev)
         self.device = dev
         self._mesh_cache: tuple[Mesh, dict] | None = None

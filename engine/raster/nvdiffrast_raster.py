@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import torch
 
-from engine.errors import BackendUnavailableError
+from engine.errors import BackendUnavailableError, Fix
 
+#: The fix when nvdiffrast cannot run (``{field}``: the front end's name for the backend setting).
 INSTALL_HINT = (
     'install it with: pip install "texbridge[cuda]" (diffrp-nvdiffrast; NVIDIA Source Code License, '
-    "non-commercial use only), or use --backend numba"
+    "non-commercial use only), or use {field} numba"
 )
 
 
@@ -49,7 +50,8 @@ class NvdiffrastRasterizer:
     def __init__(self, device: torch.device):
         ok, reason = nvdiffrast_status()
         if not ok:
-            raise BackendUnavailableError(f"the nvdiffrast rasterizer is unavailable: {reason}; {INSTALL_HINT}")
+            raise BackendUnavailableError(f"the nvdiffrast rasterizer is unavailable: {reason}", kind="nvdiffrast_unavailable",
+                                          fix=Fix("backend", INSTALL_HINT))
         import nvdiffrast.torch as dr
 
         self._dr = dr

@@ -10,7 +10,7 @@ import shutil
 import pytest
 import torch
 
-from engine.errors import ModelNotFoundError, SpecError
+from engine.errors import ModelNotFoundError, SpecError, cli_flag
 from engine.priors.base import DiffusionPrior
 from engine.priors.loading import DEFAULT_HUB_MODEL, ModelKind, ModelRef, load_prior
 from engine.priors.stable_diffusion import StableDiffusionPrior
@@ -90,8 +90,10 @@ def test_uncached_hub_id_offline_gives_clear_error(tmp_path, monkeypatch):
         load_prior(DEFAULT_HUB_MODEL, "cpu")
     msg = str(err.value)
     assert DEFAULT_HUB_MODEL in msg and str(tmp_path / "hub") in msg
-    assert f"huggingface-cli download {DEFAULT_HUB_MODEL}" in msg and "--model PATH" in msg
-    assert err.value.exit_code == 5
+    assert f"huggingface-cli download {DEFAULT_HUB_MODEL}" in msg and "set 'model' to the PATH" in msg
+    assert "--model" not in msg  # the neutral wording (server, add-on); the CLI names the flag:
+    assert "set --model to the PATH" in err.value.worded(cli_flag)
+    assert err.value.exit_code == 5 and err.value.kind == "model_not_cached" and err.value.fix.field == "model"
 
 
 def test_auto_uses_cached_sd(tmp_path, monkeypatch, tiny_sd_dir):
@@ -193,7 +195,7 @@ def test_auto_falls_back_when_the_download_fails(tmp_path, monkeypatch, caplog):
 
     def no_hub(repo_id, dev, dt):
         tried.append(repo_id)
-        raise ModelNotFoundError(loading._missing_message(repo_id))
+        raise loading._model_missing(repo_id)
 
     monkeypatch.setattr(loading, "_load_hub", no_hub)
     with caplog.at_level("WARNING", logger="texbridge"):
