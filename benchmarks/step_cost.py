@@ -10,6 +10,12 @@ configs below (no download). fp32 on CPU, fp16 on CUDA. Runs the real loop
     python benchmarks/step_cost.py                 # tiny + SD-size (SD-size: 1 measured step on CPU)
     python benchmarks/step_cost.py --only tiny
     python benchmarks/step_cost.py --device cuda --steps 10
+    python benchmarks/step_cost.py --device cuda --only sd21 --memory full,low --encoder full,tiny --json rows.json
+
+``--memory`` / ``--encoder`` (comma lists) time every combination on the SD-size model
+(``tiny``: a random TAESD of the real architecture); ``low`` rows are run with the views of the
+other rows and again with low mode's own default (1 view). ``peak MiB`` is
+``torch.cuda.max_memory_allocated`` over the measured steps, weights included (CUDA only).
 
 Goal on a 2-core CPU: tiny-model step at a 64 x 64 render under 0.5 s.
 """
@@ -32,10 +38,12 @@ import torch  # noqa: E402
 from engine.cameras import OrbitConfig, sample_orbit  # noqa: E402
 from engine.guidance.config import GuidanceConfig  # noqa: E402
 from engine.mesh import mesh_from_arrays  # noqa: E402
-from engine.optimize import PHASES, OptimizeConfig, optimize_texture  # noqa: E402
+from engine.callbacks import JobCallbacks  # noqa: E402
+from engine.optimize import PHASES, OptimizeConfig, gray_texture, optimize_texture  # noqa: E402
 from engine.priors.stable_diffusion import StableDiffusionPrior  # noqa: E402
 from engine.raster import RasterContext  # noqa: E402
 from engine.render import ViewCache  # noqa: E402
+from engine.views import CachedViews  # noqa: E402
 
 
 def uv_sphere(n_lat: int = 32, n_lon: int = 64):
@@ -87,22 +95,32 @@ def sd_alphas(t: int = 1000) -> torch.Tensor:
 
 
 def measure(prior, render_size: int, texture_size: int, views_per_step: int, warmup: int, steps: int, device) -> dict:
+    from engine.priors.memory import peak_memory_bytes, reset_peak_memory
+
+    reset_peak_memory(device)
+    ms = _measure(prior, render_size, texture_size, views_per_step, warmup, steps, device)
+    peak = peak_memory_bytes(device)
+    ms["peak_mib"] = None if peak is None else peak / 2**20
+    return ms
+
+
+def _measure(prior, render_size: int, texture_size: int, views_per_step: int, warmup: int, steps: int, device) -> dict:
     mesh = uv_sphere()
     cams = sample_orbit(OrbitConfig(), 16, torch.Generator().manual_seed(0))
-    views = ViewCache.build(RasterContext(device=device), mesh, cams, render_size)
+    views = CachedViews(ViewCache.build(RasterContext(device=device), mesh, cams, render_size))
     guidance = GuidanceConfig(stage_two_start=10**9)
-    common = dict(prior=prior, views=views, guidance=guidance, prompt="a red brick wall", texture_size=texture_size)
-    with tempfile.TemporaryDirectory() as tmp:
-        ck = Path(tmp) / "ck.pt"
-        cfg = OptimizeConfig(steps=warmup, views_per_step=views_per_step, checkpoint_every=1, profile=True)
-        optimize_texture(config=cfg, checkpoint_path=ck, **common)
-        samples = []  # one resumed single-step run each (robust medians on a shared machine)
-        for i in range(steps):
-            cfg = OptimizeConfig(steps=warmup + i + 1, views_per_step=views_per_step, checkpoint_every=10**9, profile=True)
-            res = optimize_texture(config=cfg, checkpoint_path=ck, resume=True, **common)
-            one = {k: 1000 * v for k, v in res.timings.items()}
-            one["total"] = sum(one.values())
-            samples.append(one)  # the run's last step wrote the checkpoint the next one resumes
+    saved = []  # the loop's checkpoints (the last one of a run is its final state)
+    common = dict(prior=prior, views=views, guidance=guidance, prompt="a red brick wall",
+                  callbacks=JobCallbacks(on_checkpoint=saved.append))
+    cfg = OptimizeConfig(steps=warmup, views_per_step=views_per_step, checkpoint_every=1, profile=True)
+    optimize_texture(config=cfg, init_texture=gray_texture(texture_size), **common)
+    samples = []  # one resumed single-step run each (robust medians on a shared machine)
+    for i in range(steps):
+        cfg = OptimizeConfig(steps=warmup + i + 1, views_per_step=views_per_step, checkpoint_every=10**9, profile=True)
+        res = optimize_texture(config=cfg, start=saved[-1], **common)
+        one = {k: 1000 * v for k, v in res.timings.items()}
+        one["total"] = sum(one.values())
+        samples.append(one)  # the run's last step handed over the checkpoint the next one resumes
     return {k: float(np.median([s[k] for s in samples])) for k in samples[0]}
 
 
@@ -113,7 +131,16 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=None, help="measured steps (default: 20 tiny; SD-size 1 CPU / 10 CUDA)")
     ap.add_argument("--texture-size", type=int, default=1024)
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    ap.add_argument("--memory", default="full", help="SD-size rows: comma list of full, low (default full)")
+    ap.add_argument("--encoder", default="full", help="SD-size rows: comma list of full, tiny (default full)")
+    ap.add_argument("--views", type=int, default=None, help="SD-size views per step (default 4 on CUDA, 1 on CPU)")
+    ap.add_argument("--json", default=None, help="also write the rows to this JSON file")
     args = ap.parse_args()
+    from engine.priors.memory import MemoryConfig, MemoryMode, parse_memory_mode
+    from engine.priors.tiny_encoder import EncoderKind, parse_encoder_kind
+
+    memories = [parse_memory_mode(m) for m in args.memory.split(",")]
+    encoders = [parse_encoder_kind(e) for e in args.encoder.split(",")]
     if args.threads:
         torch.set_num_threads(args.threads)
     import diffusers
@@ -145,17 +172,42 @@ def main() -> None:
             print(f"built SD-2.1-base-size random model in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
             prior = StableDiffusionPrior(name="random SD-2.1-base architecture", tokenizer=tok, text_encoder=text, vae=vae,
                                          unet=unet, alphas_cumprod=sd_alphas(), prediction_type="epsilon", device=device)
-            b = 4 if cuda else 1
-            ms = measure(prior, 512, args.texture_size, b, 2 if cuda else 1, args.steps or (10 if cuda else 1), device)
-            rows.append((f"SD-2.1-base size ({str(prior.dtype)[6:]})", 512, args.texture_size, b, ms))
+            b = args.views or (4 if cuda else 1)
+            tiny = _random_taesd(device, prior.dtype) if EncoderKind.TINY in encoders else None
+            for mem in memories:
+                levers = prior.set_memory_mode(mem)
+                for enc in encoders:
+                    prior.set_tiny_encoder(tiny if enc is EncoderKind.TINY else None)
+                    low_b = MemoryConfig().low_views_per_step
+                    for views in [b] + ([low_b] if mem is MemoryMode.LOW and low_b != b else []):
+                        ms = measure(prior, 512, args.texture_size, views, 2 if cuda else 1,
+                                     args.steps or (10 if cuda else 1), device)
+                        name = f"SD-2.1-base size ({str(prior.dtype)[6:]}), memory {mem.value}, encoder {enc.value}"
+                        rows.append((name, 512, args.texture_size, views, dict(ms, levers=list(levers))))
     dev = torch.cuda.get_device_name(device) if cuda else f"CPU ({torch.get_num_threads()} threads)"
     print(f"\nms per step on {dev}, torch {torch.__version__}\n")
-    head = ["model", "render", "texture", "views"] + [p if p != "guidance" else "unet" for p in PHASES] + ["total"]
+    head = ["model", "render", "texture", "views"] + [p if p != "guidance" else "unet" for p in PHASES] + ["total", "peak MiB"]
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
     for name, rs, ts, b, ms in rows:
         cells = [name, f"{rs}x{rs}", f"{ts}x{ts}", str(b)] + [f"{ms[p]:.1f}" for p in PHASES] + [f"{ms['total']:.1f}"]
+        cells.append("-" if ms["peak_mib"] is None else f"{ms['peak_mib']:.0f}")
         print("| " + " | ".join(cells) + " |")
+    if args.json:
+        import json
+
+        out = [{"model": n, "render_px": rs, "texture_px": ts, "views": b, **ms} for n, rs, ts, b, ms in rows]
+        Path(args.json).write_text(json.dumps({"device": dev, "torch": torch.__version__, "rows": out}, indent=2))
+
+
+def _random_taesd(device, dtype):
+    """A randomly initialised TAESD (the real architecture: AutoencoderTiny's defaults)."""
+    from diffusers import AutoencoderTiny
+
+    from engine.priors.tiny_encoder import TinyEncoder
+
+    module = AutoencoderTiny().to(device, dtype).eval().requires_grad_(False)
+    return TinyEncoder("random TAESD architecture", module, 1.0, 4)
 
 
 if __name__ == "__main__":
