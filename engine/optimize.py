@@ -153,9 +153,10 @@ def optimize_texture(
                                        align_corners=False, antialias=images.shape[-1] > prior.resolution)
             latents = prior.encode_images(images)
         # 4. guidance gradient
-        with clock("guidance"):
+        with clock("guidance"):  # with a ControlNet: conditioning images from the views' G-buffers
+            control = prior.conditioning(batch.gbuffer(), cams) if hasattr(prior, "conditioning") else None
             res = compute_guidance(guidance, prior, prompt, latents, step, cams.azimuth_deg.tolist(),
-                                   cams.elevation_deg.tolist(), gen)
+                                   cams.elevation_deg.tolist(), gen, control=control)
         # 5. back-propagate and step
         with clock("backward"):
             (latents * res.grad.to(latents.dtype)).sum().backward()

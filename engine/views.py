@@ -22,21 +22,28 @@ import torch
 from engine.cameras import Cameras, CloseupConfig, Surface, closeup_cameras
 from engine.mesh import Mesh
 from engine.raster import RasterContext, rasterize
+from engine.raster.gbuffer import GBuffer
 from engine.render import RenderConfig, ViewCache, lookup_plan, render_with_plan
 
 
 @dataclass(frozen=True, eq=False)
 class ViewBatch:
-    """n views ready to render: their cameras and a render function.
+    """n views ready to render: their cameras, a render function and their G-buffer.
 
     ``render(texture, config, background)``: texture (Ht, Wt, C) -> images (n, C, R, R).
+    ``gbuffer()``: the views' ``GBuffer`` at (R, R), already computed (cached or just
+    rasterized), e.g. for ControlNet conditioning images (``engine.raster.control_images``).
     """
 
     cameras: Cameras
     _render: object
+    _gbuffer: object
 
     def render(self, texture: torch.Tensor, config: RenderConfig, background=None) -> torch.Tensor:
         return self._render(texture, config, background)
+
+    def gbuffer(self) -> GBuffer:
+        return self._gbuffer()
 
 
 class ViewSource(Protocol):
@@ -62,7 +69,8 @@ class CachedViews:
     def draw(self, n: int, generator: torch.Generator) -> ViewBatch:
         idx = torch.randint(0, len(self.cache), (n,), generator=generator).tolist()
         return ViewBatch(self.cache.cameras.select(idx),
-                         lambda tex, cfg, bg: self.cache.render(tex, idx, cfg, background=bg))
+                         lambda tex, cfg, bg: self.cache.render(tex, idx, cfg, background=bg),
+                         lambda: self.cache.gbuffer(idx))
 
 
 class CloseupViews:
@@ -81,4 +89,4 @@ class CloseupViews:
             plan = lookup_plan(gbuffer, (int(texture.shape[0]), int(texture.shape[1])), config)
             return render_with_plan(texture, plan, shape, config, background)
 
-        return ViewBatch(cams, render)
+        return ViewBatch(cams, render, lambda: gbuffer)

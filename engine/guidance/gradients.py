@@ -5,7 +5,10 @@ Each function returns the gradient (B, C, r, r) float32 with respect to the clea
 latents, weight w(t) = 1 - alpha-bar_t included. The loop back-propagates it with the
 surrogate ``(latents * grad.detach()).sum()``.
 
-CFG pairs are batched into one denoiser call (``prior.predict_noise``).
+CFG pairs are batched into one denoiser call (``prior.predict_noise``). With a ControlNet
+(``engine.priors.controlnet.ControlledPrior``) ``control`` (B, 3, R, R) holds the views'
+conditioning images: every prompt of the batch (uncond/cond/negative, source/target) gets
+the same image, and the ControlNet runs once per denoiser call.
 """
 
 from __future__ import annotations
@@ -39,11 +42,16 @@ def cfg_combine(eps_uncond: torch.Tensor, eps_cond: torch.Tensor, scale: float) 
     return eps_uncond + scale * (eps_cond - eps_uncond)
 
 
-def _predict(prior: DiffusionPrior, x_t: torch.Tensor, t: torch.Tensor, embeddings: list[torch.Tensor]) -> list[torch.Tensor]:
-    """One denoiser call for len(embeddings) copies of x_t; returns the chunks in order."""
+def _predict(prior: DiffusionPrior, x_t: torch.Tensor, t: torch.Tensor, embeddings: list[torch.Tensor],
+             control: torch.Tensor | None = None) -> list[torch.Tensor]:
+    """One denoiser call for len(embeddings) copies of x_t (and of ``control``); the chunks in order."""
     k = len(embeddings)
     with torch.no_grad():
-        eps = prior.predict_noise(torch.cat([x_t] * k), torch.cat([t] * k), torch.cat(embeddings))
+        args = (torch.cat([x_t] * k), torch.cat([t] * k), torch.cat(embeddings))
+        if control is None:
+            eps = prior.predict_noise(*args)
+        else:
+            eps = prior.predict_noise(*args, control=torch.cat([control] * k))
     return list(eps.float().chunk(k))
 
 
@@ -55,10 +63,11 @@ def sds_gradient(
     cond: torch.Tensor,
     uncond: torch.Tensor,
     scale: float,
+    control: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """SDS (Poole et al. 2022): w(t) (eps_cfg(x_t; y) - eps)."""
     x_t = add_noise(prior.alphas_cumprod, latents.detach(), noise, t)
-    eps_u, eps_c = _predict(prior, x_t, t, [uncond, cond])
+    eps_u, eps_c = _predict(prior, x_t, t, [uncond, cond], control)
     return weight(prior.alphas_cumprod, t) * (cfg_combine(eps_u, eps_c, scale) - noise)
 
 
@@ -72,6 +81,7 @@ def nfsd_gradient(
     negative: torch.Tensor,
     scale: float,
     small_t: int = 200,
+    control: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """NFSD (Katzir et al. 2024): w(t) (delta_D + s delta_C).
 
@@ -79,7 +89,7 @@ def nfsd_gradient(
     eps(x_t; {}) - eps(x_t; y_neg). No sampled noise is subtracted.
     """
     x_t = add_noise(prior.alphas_cumprod, latents.detach(), noise, t)
-    eps_u, eps_c, eps_n = _predict(prior, x_t, t, [uncond, cond, negative])
+    eps_u, eps_c, eps_n = _predict(prior, x_t, t, [uncond, cond, negative], control)
     small = (t < small_t).reshape(-1, 1, 1, 1)
     delta_d = torch.where(small, eps_u, eps_u - eps_n)
     delta_c = eps_c - eps_u
@@ -95,6 +105,7 @@ def bridge_gradient(
     source: torch.Tensor,
     scale: float,
     time_weight: bool = True,
+    control: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Bridge stage 2 (McAllister et al. 2024): w(t) s (eps(x_t; y_tgt) - eps(x_t; y_src)).
 
@@ -103,7 +114,7 @@ def bridge_gradient(
     paper's 3D recipe: 1 * (eps_tgt - eps_src) with ``scale`` 1).
     """
     x_t = add_noise(prior.alphas_cumprod, latents.detach(), noise, t)
-    eps_tgt, eps_src = _predict(prior, x_t, t, [target, source])
+    eps_tgt, eps_src = _predict(prior, x_t, t, [target, source], control)
     w = weight(prior.alphas_cumprod, t) if time_weight else 1.0
     return w * scale * (eps_tgt - eps_src)
 
@@ -127,11 +138,13 @@ def compute_guidance(
     azimuth_deg: list[float],
     elevation_deg: list[float],
     generator: torch.Generator,
+    control: torch.Tensor | None = None,
 ) -> GuidanceResult:
     """The step's latent gradient: draws t then noise from ``generator`` (in that order).
 
     latents (B, C, r, r) float32 (may require grad; it is detached here); azimuth/elevation
-    per view (B,) for the view-dependent suffixes.
+    per view (B,) for the view-dependent suffixes; control (B, 3, R, R) the views' ControlNet
+    conditioning images (None without a ControlNet), shared by every prompt of the step.
     """
     stage = stage_for_step(config, step)
     lo, hi = timestep_range(config, step, prior.num_train_timesteps)
@@ -148,10 +161,11 @@ def compute_guidance(
     x0 = latents.detach().float()
     if stage == STAGE_BRIDGE:
         grad = bridge_gradient(prior, x0, noise, t, emb("target"), emb("source"), config.bridge_scale,
-                               config.stage_two_time_weight)
+                               config.stage_two_time_weight, control)
     elif config.method is GuidanceMethod.NFSD:
-        grad = nfsd_gradient(prior, x0, noise, t, emb("cond"), emb("uncond"), emb("negative"), scale, config.nfsd_small_t)
+        grad = nfsd_gradient(prior, x0, noise, t, emb("cond"), emb("uncond"), emb("negative"), scale, config.nfsd_small_t,
+                             control)
     else:  # SDS, and Bridge's stage 1 warm-up
-        grad = sds_gradient(prior, x0, noise, t, emb("cond"), emb("uncond"), scale)
+        grad = sds_gradient(prior, x0, noise, t, emb("cond"), emb("uncond"), scale, control)
     grad = torch.nan_to_num(grad)
     return GuidanceResult(grad=grad, t=t_int, stage=stage, loss=float(0.5 * grad.pow(2).mean()))

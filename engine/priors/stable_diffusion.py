@@ -202,12 +202,19 @@ class StableDiffusionPrior:
 
     # -- denoiser --------------------------------------------------------------------
     @torch.no_grad()
-    def predict_noise(self, latents: torch.Tensor, t: torch.Tensor, embeddings: torch.Tensor) -> torch.Tensor:
-        """epsilon-hat (N, C, r, r) float32 for x_t (N, C, r, r), t (N,), embeddings (N, L, D)."""
+    def predict_noise(self, latents: torch.Tensor, t: torch.Tensor, embeddings: torch.Tensor,
+                      residuals: dict | None = None) -> torch.Tensor:
+        """epsilon-hat (N, C, r, r) float32 for x_t (N, C, r, r), t (N,), embeddings (N, L, D).
+
+        residuals: a ControlNet's ``down_block_additional_residuals`` (tuple of (N, C_i, h_i, w_i))
+        and ``mid_block_additional_residual`` (N, C_mid, h, w), already scaled
+        (``engine.priors.controlnet.ControlledPrior`` computes them); None = plain UNet.
+        """
         out = self.unet(
             latents.to(self.device, self.dtype),
             t.to(self.device),
             encoder_hidden_states=embeddings.to(self.device, self.dtype),
+            **(residuals or {}),
         ).sample.float()
         if self.model_prediction_type == "v_prediction":
             # v = sqrt(ab) eps - sqrt(1-ab) x0 and x_t = sqrt(ab) x0 + sqrt(1-ab) eps
