@@ -17,6 +17,12 @@ configs below (no download). fp32 on CPU, fp16 on CUDA. Runs the real loop
 other rows and again with low mode's own default (1 view). ``peak MiB`` is
 ``torch.cuda.max_memory_allocated`` over the measured steps, weights included (CUDA only).
 
+``--controlnet`` (comma list of none, depth, normal; default none,depth) adds rows with a
+ControlNet (``engine.priors.controlnet.ControlledPrior``): the tiny test ControlNet for the
+tiny model, a random ControlNet of SD 2.1-base's size (``ControlNetModel.from_unet``, 361M)
+for the SD-size one; the ``unet`` column then holds the conditioning images, the ControlNet
+and the UNet of each denoiser call.
+
 Goal on a 2-core CPU: tiny-model step at a 64 x 64 render under 0.5 s.
 """
 
@@ -40,7 +46,9 @@ from engine.guidance.config import GuidanceConfig  # noqa: E402
 from engine.mesh import mesh_from_arrays  # noqa: E402
 from engine.callbacks import JobCallbacks  # noqa: E402
 from engine.optimize import PHASES, OptimizeConfig, gray_texture, optimize_texture  # noqa: E402
+from engine.priors.controlnet import ControlConfig, ControlledPrior, with_control  # noqa: E402
 from engine.priors.stable_diffusion import StableDiffusionPrior  # noqa: E402
+from engine.raster.control_images import ControlKind  # noqa: E402
 from engine.raster import RasterContext  # noqa: E402
 from engine.render import ViewCache  # noqa: E402
 from engine.views import CachedViews  # noqa: E402
@@ -134,11 +142,13 @@ def main() -> None:
     ap.add_argument("--memory", default="full", help="SD-size rows: comma list of full, low (default full)")
     ap.add_argument("--encoder", default="full", help="SD-size rows: comma list of full, tiny (default full)")
     ap.add_argument("--views", type=int, default=None, help="SD-size views per step (default 4 on CUDA, 1 on CPU)")
+    ap.add_argument("--controlnet", default="none,depth", help="comma list of none, depth, normal (default none,depth)")
     ap.add_argument("--json", default=None, help="also write the rows to this JSON file")
     args = ap.parse_args()
     from engine.priors.memory import MemoryConfig, MemoryMode, parse_memory_mode
     from engine.priors.tiny_encoder import EncoderKind, parse_encoder_kind
 
+    controls = [None if c.strip() == "none" else ControlKind(c.strip()) for c in args.controlnet.split(",")]
     memories = [parse_memory_mode(m) for m in args.memory.split(",")]
     encoders = [parse_encoder_kind(e) for e in args.encoder.split(",")]
     if args.threads:
@@ -159,10 +169,16 @@ def main() -> None:
             from tests.helpers.tiny_sd import build_tiny_sd
             from engine.priors.loading import load_prior
 
-            prior = load_prior(str(build_tiny_sd(Path(tmp) / "tiny")), device)
-            for rs, ts in ((64, 256), (64, args.texture_size), (128, args.texture_size)):
-                ms = measure(prior, rs, ts, 1, 3, args.steps or 20, device)
-                rows.append((f"tiny ({str(prior.dtype)[6:]})", rs, ts, 1, ms))
+            from tests.helpers.tiny_controlnet import build_tiny_controlnet
+
+            tiny_dir = build_tiny_sd(Path(tmp) / "tiny")
+            base = load_prior(str(tiny_dir), device)
+            for kind in controls:
+                prior = base if kind is None else with_control(
+                    base, ControlConfig(str(build_tiny_controlnet(Path(tmp) / "tiny_cn", tiny_dir)), kind))
+                for rs, ts in ((64, 256), (64, args.texture_size), (128, args.texture_size)):
+                    ms = measure(prior, rs, ts, 1, 3, args.steps or 20, device)
+                    rows.append((f"tiny ({str(prior.dtype)[6:]}){_cn_label(kind)}", rs, ts, 1, ms))
         if args.only in (None, "sd21"):
             from tests.helpers.tiny_sd import write_tiny_clip_tokenizer
 
@@ -170,20 +186,25 @@ def main() -> None:
             t0 = time.perf_counter()
             tok, text, vae, unet = sd21_base_components(Path(tmp) / "tok")
             print(f"built SD-2.1-base-size random model in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
-            prior = StableDiffusionPrior(name="random SD-2.1-base architecture", tokenizer=tok, text_encoder=text, vae=vae,
-                                         unet=unet, alphas_cumprod=sd_alphas(), prediction_type="epsilon", device=device)
+            sd = StableDiffusionPrior(name="random SD-2.1-base architecture", tokenizer=tok, text_encoder=text, vae=vae,
+                                      unet=unet, alphas_cumprod=sd_alphas(), prediction_type="epsilon", device=device)
             b = args.views or (4 if cuda else 1)
-            tiny = _random_taesd(device, prior.dtype) if EncoderKind.TINY in encoders else None
-            for mem in memories:
-                levers = prior.set_memory_mode(mem)
-                for enc in encoders:
-                    prior.set_tiny_encoder(tiny if enc is EncoderKind.TINY else None)
-                    low_b = MemoryConfig().low_views_per_step
-                    for views in [b] + ([low_b] if mem is MemoryMode.LOW and low_b != b else []):
-                        ms = measure(prior, 512, args.texture_size, views, 2 if cuda else 1,
-                                     args.steps or (10 if cuda else 1), device)
-                        name = f"SD-2.1-base size ({str(prior.dtype)[6:]}), memory {mem.value}, encoder {enc.value}"
-                        rows.append((name, 512, args.texture_size, views, dict(ms, levers=list(levers))))
+            tiny = _random_taesd(device, sd.dtype) if EncoderKind.TINY in encoders else None
+            net = _random_sd_controlnet(sd) if any(k is not None for k in controls) else None
+            for kind in controls:
+                prior = sd if kind is None else ControlledPrior(sd, net, ControlConfig("random", kind),
+                                                                "random SD-2.1-base-size ControlNet")
+                for mem in memories:
+                    levers = sd.set_memory_mode(mem)
+                    for enc in encoders:
+                        sd.set_tiny_encoder(tiny if enc is EncoderKind.TINY else None)
+                        low_b = MemoryConfig().low_views_per_step
+                        for views in [b] + ([low_b] if mem is MemoryMode.LOW and low_b != b else []):
+                            ms = measure(prior, 512, args.texture_size, views, 2 if cuda else 1,
+                                         args.steps or (10 if cuda else 1), device)
+                            name = (f"SD-2.1-base size ({str(sd.dtype)[6:]}), memory {mem.value}, encoder {enc.value}"
+                                    f"{_cn_label(kind)}")
+                            rows.append((name, 512, args.texture_size, views, dict(ms, levers=list(levers))))
     dev = torch.cuda.get_device_name(device) if cuda else f"CPU ({torch.get_num_threads()} threads)"
     print(f"\nms per step on {dev}, torch {torch.__version__}\n")
     head = ["model", "render", "texture", "views"] + [p if p != "guidance" else "unet" for p in PHASES] + ["total", "peak MiB"]
@@ -198,6 +219,22 @@ def main() -> None:
 
         out = [{"model": n, "render_px": rs, "texture_px": ts, "views": b, **ms} for n, rs, ts, b, ms in rows]
         Path(args.json).write_text(json.dumps({"device": dev, "torch": torch.__version__, "rows": out}, indent=2))
+
+
+def _cn_label(kind) -> str:
+    return "" if kind is None else f", + ControlNet {kind.value}"
+
+
+def _random_sd_controlnet(prior):
+    """A random ControlNet of SD 2.1-base's size, copied from the UNet; zero-convolutions made
+    non-zero (the cost is the same, but the UNet then really adds what it gets)."""
+    from diffusers import ControlNetModel
+
+    net = ControlNetModel.from_unet(prior.unet)
+    with torch.no_grad():
+        for conv in list(net.controlnet_down_blocks) + [net.controlnet_mid_block]:
+            conv.weight.normal_(0, 1e-3)
+    return net.to(prior.device, prior.dtype).eval().requires_grad_(False)
 
 
 def _random_taesd(device, dtype):
