@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pragma: no cover
+    from engine.mesh import MeshConfig
 
 #: Hosts a request may name in its ``Host`` header (with or without the port) when the
 #: server listens on loopback. Anything else is refused (DNS-rebinding defence).
@@ -31,6 +35,12 @@ class Limits:
     max_npz_uncompressed_bytes: int = 1024 * 1024 * 1024
     max_spec_bytes: int = 64 * 1024
 
+    def mesh_config(self) -> "MeshConfig":
+        """The engine's mesh limits for these caps: the submit checks and the worker's load use it."""
+        from engine.mesh import MeshConfig
+
+        return MeshConfig(max_triangles=self.max_triangles, max_vertices=self.max_vertices)
+
 
 @dataclass(frozen=True)
 class Reliability:
@@ -54,6 +64,19 @@ class Reliability:
 
 
 @dataclass(frozen=True)
+class WorkerRunner:
+    """What the worker calls, as ``module:function`` names (resolved in the worker process).
+
+    run_job: runs one job, with ``run_texture_job``'s signature (``engine.runner``).
+    load_prior: loads a model, with ``load_prior``'s signature (``engine.priors.loading``).
+    The engine's by default; tests and benchmarks name others (e.g. ``benchmarks/null_engine.py``).
+    """
+
+    run_job: str = "engine.runner:run_texture_job"
+    load_prior: str = "engine.priors.loading:load_prior"
+
+
+@dataclass(frozen=True)
 class ServerConfig:
     """Everything ``texbridge serve`` was started with.
 
@@ -70,6 +93,8 @@ class ServerConfig:
     max_worker_crashes: a job that kills the worker this many times is failed.
     limits: upload caps.
     reliability: state-write retries, the supervisor check and the disk-space headroom.
+    runner: what the worker runs jobs and loads models with (the engine's, unless a test or
+        benchmark names others).
     """
 
     host: str
@@ -85,6 +110,7 @@ class ServerConfig:
     max_worker_crashes: int = 3
     limits: Limits = field(default_factory=Limits)
     reliability: Reliability = field(default_factory=Reliability)
+    runner: WorkerRunner = field(default_factory=WorkerRunner)
 
     @property
     def url(self) -> str:

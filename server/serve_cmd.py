@@ -16,7 +16,7 @@ import socket
 import sys
 from pathlib import Path
 
-from server.config import LOOPBACK_BIND, Limits, ServerConfig
+from server.config import LOOPBACK_BIND, Limits, ServerConfig, WorkerRunner
 
 
 def default_data_dir() -> Path:
@@ -62,7 +62,14 @@ def _fail(message: str) -> int:
     return 2
 
 
-def run(args: argparse.Namespace) -> int:
+def main(argv: list[str], runner: WorkerRunner = WorkerRunner()) -> int:
+    """``texbridge serve ARGV`` whose worker runs ``runner`` (tests and benchmarks name their own)."""
+    parser = argparse.ArgumentParser(prog="texbridge")
+    add_parser(parser.add_subparsers(dest="command", required=True))
+    return run(parser.parse_args(["serve", *argv]), runner)
+
+
+def run(args: argparse.Namespace, runner: WorkerRunner = WorkerRunner()) -> int:
     host = args.host.strip("[]")
     if not is_loopback(host):
         if not args.allow_remote:
@@ -112,6 +119,7 @@ def run(args: argparse.Namespace) -> int:
         check_host=not (wildcard and args.allow_remote and not args.allowed_host),
         allowed_origins=tuple(args.allow_origin),
         cancel_grace_s=args.cancel_grace,
+        runner=runner,
         limits=Limits(
             max_body_bytes=int(args.max_body_mb * 1024 * 1024),
             max_vertices=args.max_vertices,
@@ -124,7 +132,8 @@ def run(args: argparse.Namespace) -> int:
 def serve(config: ServerConfig, sock: socket.socket, log_level: str = "warning") -> int:
     import uvicorn
 
-    from server.app import _version, create_app
+    from engine.environment import package_version
+    from server.app import create_app
     from server.discovery import remove_discovery, write_discovery
     from server.events import EventHub
     from server.store import JobStore
@@ -138,7 +147,7 @@ def serve(config: ServerConfig, sock: socket.socket, log_level: str = "warning")
 
     def on_ready() -> None:
         path = write_discovery(
-            {"url": config.url, "port": config.port, "pid": pid, "token": config.token, "version": _version()}
+            {"url": config.url, "port": config.port, "pid": pid, "token": config.token, "version": package_version("texbridge")}
         )
         print(f"texbridge engine listening on {config.url} (discovery file {path})", file=sys.stderr, flush=True)
 

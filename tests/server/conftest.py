@@ -1,5 +1,8 @@
 """A real ``texbridge serve`` in a subprocess on a free loopback port, and HTTP helpers.
 
+``EngineServer(..., runner=WorkerRunner(...))`` gives its worker another runner (the
+server's config field, no environment hook), e.g. ``tests/helpers/small_engine.py``.
+
 Every server here runs the real engine (``engine.runner.run_texture_job``) with the tiny
 random SD folder (``tiny_sd_dir``); tests keep their jobs tiny (few steps, 64 px render and
 texture) so a job costs about a second. ``server`` is the one shared by the session, with
@@ -21,6 +24,8 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+
+from server.config import WorkerRunner
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -92,8 +97,9 @@ class EngineServer:
     """``python -m server.cli serve`` in a subprocess; discovery file in its own runtime dir."""
 
     def __init__(self, root: Path, model: str, extra: list[str] | None = None, env: dict[str, str] | None = None,
-                 device: str = "cpu"):
+                 device: str = "cpu", runner: WorkerRunner | None = None):
         self.root = root
+        self.runner = runner  # None: the real engine through the real CLI
         self.device = device
         self.runtime = root / "runtime"
         self.data = root / "data"
@@ -115,7 +121,11 @@ class EngineServer:
         return env
 
     def command(self) -> list[str]:
-        return [sys.executable, "-m", "server.cli", "serve", "--port", "0", "--data-dir", str(self.data), "--model", self.model, "--device", self.device, *self.extra]
+        if self.runner is not None:  # the same server, its worker running another runner
+            launch = ["-m", "tests.helpers.serve", self.runner.run_job, self.runner.load_prior]
+        else:
+            launch = ["-m", "server.cli", "serve"]
+        return [sys.executable, *launch, "--port", "0", "--data-dir", str(self.data), "--model", self.model, "--device", self.device, *self.extra]
 
     def start(self, timeout: float = 60.0) -> "EngineServer":
         disc = self.runtime / "engine.json"

@@ -289,8 +289,9 @@ def test_mesh_caps(client, what):
     if what == "vertices":  # 5001 vertices > 5000
         pos = np.concatenate([a["positions"], np.zeros((5001 - 8, 3), np.float32)])
         r = submit(client, mesh=npz_bytes(positions=pos, faces=a["faces"]))
-        assert r.status_code == 400 and "5001 vertices" in r.json()["error"] and "--max-vertices" in r.json()["error"]
+        assert r.status_code == 413 and "5,001 vertices" in r.json()["error"] and "--max-vertices" in r.json()["error"]
+        assert r.json()["field"] == "max_vertices"
     else:  # 3012 triangles > 3000, as an OBJ
         obj = b"v 0 0 0\nv 1 0 0\nv 0 1 0\n" + b"f 1 2 3\n" * 3012
         r = submit(client, mesh=obj, filename="m.obj")
-        assert r.status_code == 400 and "over the limit of 3000" in r.json()["error"]
+        assert r.status_code == 413 and "more than the limit of 3,000" in r.json()["error"]
