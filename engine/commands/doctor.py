@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import platform
 import sys
-from importlib import metadata
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -13,17 +12,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _version(dist: str) -> str:
-    try:
-        return metadata.version(dist)
-    except metadata.PackageNotFoundError:
-        return "not installed"
-
-
 def report() -> list[tuple[str, str]]:
     """(name, value) lines of the environment report."""
     import torch
 
+    from engine.environment import package_version
     from engine.raster.backend import RasterBackend
     from engine.raster.context import resolve_backend
     from engine.raster.nvdiffrast_raster import nvdiffrast_status
@@ -50,7 +43,7 @@ def report() -> list[tuple[str, str]]:
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     rows.append(("auto backend", f"{resolve_backend(RasterBackend.AUTO, dev).value} on {dev}"))
     for dist in ("texbridge", "numpy", "diffusers", "transformers", "trimesh", "xatlas", "pillow", "fastapi", "uvicorn"):
-        rows.append((dist, _version(dist)))
+        rows.append((dist, package_version(dist)))
     return rows
 
 

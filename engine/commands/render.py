@@ -1,4 +1,7 @@
-"""``texbridge render MESH --texture PNG --out SHEET.png``: a contact sheet of views of a textured mesh."""
+"""``texbridge render MESH --texture PNG --out SHEET.png``: a contact sheet of views of a textured mesh.
+
+Bad arguments exit 2 (``SpecError``), as every command (README, "Exit codes").
+"""
 
 from __future__ import annotations
 
@@ -7,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.errors import TexbridgeError
+from engine.errors import Fix, SpecError
 from engine.mesh import MeshConfig
 
 
@@ -40,15 +43,15 @@ def run(args: argparse.Namespace) -> int:
     from engine.raster import RasterBackend, RasterContext
 
     if not (1 <= args.views <= 64):
-        raise TexbridgeError(f"--views={args.views} is out of range; allowed: 1..64")
+        raise SpecError(f"views={args.views} is out of range", fix=Fix("views", "allowed: {field} 1..64"))
     if not (16 <= args.size <= 4096):
-        raise TexbridgeError(f"--size={args.size} is out of range; allowed: 16..4096")
+        raise SpecError(f"size={args.size} is out of range", fix=Fix("size", "allowed: {field} 16..4096"))
     mesh = load_mesh(args.mesh, MeshConfig(max_triangles=args.max_triangles, force_unwrap=args.unwrap))
     texture = load_texture_png(args.texture) if args.texture else checker_texture()
     ctx = RasterContext(RasterBackend(args.backend), device=args.device)
     out = Path(args.out)
     if not out.parent.exists():
-        raise TexbridgeError(f"output folder does not exist: {out.parent}; create it first")
+        raise SpecError(f"output folder does not exist: {out.parent}; create it first")
     contact_sheet(mesh, texture, out, views=args.views, size=args.size, ctx=ctx)
     notes = []
     if mesh.unwrapped:

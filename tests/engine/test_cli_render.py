@@ -86,3 +86,20 @@ def test_console_script_error_has_no_traceback(tmp_path):
     )
     assert r.returncode == 3
     assert r.stderr.strip().splitlines() == [f"error: mesh file not found: {tmp_path / 'nope.obj'}; check the path"]
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--views", "0"], "views=0 is out of range; allowed: --views 1..64"),
+    (["--size", "8"], "size=8 is out of range; allowed: --size 16..4096"),
+    (["--out", "/nonexistent-dir/s.png"], "output folder does not exist"),
+    (["--backend", "bogus"], "invalid choice"),
+])
+def test_bad_arguments_exit_2(tmp_path, capsys, args, needle):
+    """README: exit code 2 for bad arguments (argparse's and the command's own checks)."""
+    argv = ["render", str(SAMPLE_MESH), "--out", str(tmp_path / "s.png"), "--backend", "numba", *args]
+    try:
+        code, _, err = run_cli(capsys, *argv)
+    except SystemExit as exc:  # argparse exits itself
+        code, err = exc.code, capsys.readouterr().err
+    assert code == 2 and needle in err
+    assert not (tmp_path / "s.png").exists()
