@@ -74,7 +74,7 @@ def main() -> int:
         finally:
             cluster.stop()
         n = a.assets
-        assert seq["totals"]["done"] == n and ray["totals"]["done"] == n, "not every asset finished"
+        assert seq["totals"]["succeeded"] == n and ray["totals"]["succeeded"] == n, "not every asset finished"
         busy = sum(r["seconds"] for r in ray["assets"])
         starts = ray["ray"]["actor_start_s"]
         overhead = (ray_wall * a.actors - busy) / n

@@ -1,7 +1,7 @@
 """Optimization checkpoints: texture, optimizer state, step and every RNG state.
 
-Written atomically (temp file in the same folder, then ``os.replace``), so a crash
-or a cancel never leaves a half-written ``latest.pt``. Read with
+Written atomically (``engine.jobfolder.atomic_write``: temp file in the same folder, fsync,
+``os.replace``), so a crash or a cancel never leaves a half-written checkpoint. Read with
 ``torch.load(weights_only=True)``: only tensors and plain Python values, no pickle
 code execution (numpy's RNG state is stored as a tensor for that reason).
 Before writing, the free space is checked (``engine.diskspace``): a checkpoint that
@@ -11,7 +11,6 @@ leaves no temp file.
 
 from __future__ import annotations
 
-import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +20,8 @@ import numpy as np
 import torch
 
 from engine.diskspace import checkpoint_bytes, require_free
-from engine.errors import SpecError
+from engine.errors import Fix, SpecError
+from engine.jobfolder import atomic_write
 
 CHECKPOINT_FORMAT = 1
 
@@ -72,7 +72,6 @@ def save_checkpoint(ckpt: Checkpoint, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     require_free(path.parent, checkpoint_bytes(ckpt.logits.numel() * ckpt.logits.element_size()))
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     payload = {
         "format": CHECKPOINT_FORMAT,
         "step": int(ckpt.step),
@@ -82,22 +81,14 @@ def save_checkpoint(ckpt: Checkpoint, path: str | Path) -> Path:
         "spec": ckpt.spec,
         "elapsed_s": float(ckpt.elapsed_s),
     }
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)  # a full disk must not keep a half-written temp file
-        raise
+    atomic_write(path, lambda f: torch.save(payload, f))  # a failed write leaves no temp file
     return path
 
 
 def load_checkpoint(path: str | Path) -> Checkpoint:
     path = Path(path)
     if not path.is_file():
-        raise SpecError(f"no checkpoint at {path}; resume needs a job folder with checkpoints/latest.pt")
+        raise SpecError(f"no checkpoint at {path}; resume needs a job folder with a checkpoint (one written by an interrupted job)")
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:

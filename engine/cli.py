@@ -19,20 +19,9 @@ from engine.errors import TexbridgeError, cli_flag
 ENGINE_COMMANDS = ("texture", "batch", "render", "doctor")
 
 
-def _load(name: str) -> ModuleType | None:
-    try:
-        return importlib.import_module(f"engine.commands.{name}")
-    except ModuleNotFoundError as exc:
-        if exc.name == f"engine.commands.{name}":
-            return None  # command not built yet
-        raise
-
-
 def add_engine_commands(subparsers: argparse._SubParsersAction) -> None:
     for name in ENGINE_COMMANDS:
-        mod = _load(name)
-        if mod is not None:
-            mod.add_parser(subparsers)
+        importlib.import_module(f"engine.commands.{name}").add_parser(subparsers)
 
 
 def run_parsed(args: argparse.Namespace) -> int:

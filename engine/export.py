@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from engine.errors import TexbridgeError
+from engine.jobfolder import atomic_write
 from engine.mesh import Z_UP_TO_Y_UP, Mesh
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -125,11 +126,7 @@ def encode_png(texture_np: np.ndarray, bit_depth: int = 8, compress_level: int =
 def save_texture_png(texture_np: np.ndarray, path, bit_depth: int = 8, compress_level: int = 6) -> Path:
     """Write (H,W,3) float32 [0,1] sRGB values as a PNG (row 0 = top = v 1); written atomically."""
     path = Path(path)
-    data = encode_png(texture_np, bit_depth, compress_level)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
-    return path
+    return atomic_write(path, encode_png(texture_np, bit_depth, compress_level))
 
 
 def _decode_png16(data: bytes) -> np.ndarray | None:
@@ -233,11 +230,7 @@ def export_glb(mesh: Mesh, texture_np: np.ndarray, path) -> Path:
     visual = trimesh.visual.TextureVisuals(uv=uv.astype(np.float64), material=material)
     tm = trimesh.Trimesh(vertices=pos, faces=faces, visual=visual, process=False)
     path = Path(path)
-    data = tm.export(file_type="glb")
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
-    return path
+    return atomic_write(path, tm.export(file_type="glb"))
 
 
 # ---------------------------------------------------------------- preview

@@ -1,17 +1,17 @@
 """The body of ``engine.runner.run_texture_job``: set up, optimize, export, record.
 
-Steps: write job.json (status "running"); load the mesh and the prior (unless given);
-build the view cache; optimize (checkpoints and progress snapshots on the way);
-export texture.png (UV-padded), textured.glb and preview.png; job.json "done" with
-timings. Cancel -> "cancelled"; any error -> "failed" with the message.
+Steps: write the job record (state "running"); load the mesh and the prior (unless given);
+build the view cache; optimize (checkpoints and progress snapshots into the job folder on the
+way, through the loop's callbacks); export the texture (UV-padded), the GLB and the contact
+sheet; record "succeeded" with timings. Cancel -> "cancelled"; any error -> "failed" with the
+message. Every path comes from ``engine.jobfolder.JobFolder``. A resume reads the checkpoint
+once: the same ``Checkpoint`` is checked against the spec and handed to the loop as its start.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
-import os
 import platform
 import time
 from datetime import datetime, timezone
@@ -20,9 +20,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from engine.callbacks import JobCallbacks
+from engine.checkpoint import Checkpoint
 from engine.errors import JobCancelled, SpecError, TexbridgeError
 from engine.job import TextureJob
-from engine.runner import CHECKPOINT, JOB_JSON, JobCallbacks, JobResult
+from engine.jobfolder import JobFolder
+from engine.jobstate import JobState
 
 #: Orbit views whose G-buffers are precomputed per job (the loop samples among them):
 #: steps * views_per_step clamped to this range (a short job needs fewer distinct views).
@@ -71,17 +74,13 @@ def optimization_render_config(texture_size: int, render_size: int):
     return RenderConfig(max_mip_levels=ratio + 2)
 
 
-def write_json_atomic(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str), encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def read_job_json(out_dir: str | Path) -> dict:
-    p = Path(out_dir) / JOB_JSON
-    if not p.is_file():
-        raise SpecError(f"{out_dir} has no {JOB_JSON}; --resume needs a folder written by texbridge texture")
-    return json.loads(p.read_text(encoding="utf-8"))
+    """The job record of ``out_dir`` (for a resume); ``SpecError`` when there is none."""
+    folder = JobFolder(out_dir)
+    record = folder.read_record()
+    if record is None:
+        raise SpecError(f"{out_dir} has no readable {folder.job_json.name}; --resume needs a folder written by texbridge texture")
+    return record
 
 
 def load_init_texture(path: str, size: int) -> torch.Tensor:
@@ -110,31 +109,32 @@ def face_texel_mask(mesh, size: int) -> torch.Tensor | None:
     return torch.from_numpy(np.asarray(uv_coverage_mask(sub, size), bool))
 
 
-def execute(job: TextureJob, out: Path, *, mesh, prior, callbacks: JobCallbacks, resume: bool) -> JobResult:
-    from engine.export import contact_sheet, export_glb, pad_texture, save_texture_png, uv_coverage_mask
+def execute(job: TextureJob, folder: JobFolder, *, mesh, prior, callbacks: JobCallbacks,
+            start: Checkpoint | None) -> tuple[int, str]:
+    """Run ``job`` in ``folder`` (from ``start`` when resuming); returns (steps done, model name)."""
+    from engine.checkpoint import save_checkpoint
+    from engine.export import contact_sheet, encode_png, export_glb, pad_texture, save_texture_png, uv_coverage_mask
     from engine.mesh import load_mesh
-    from engine.optimize import OptimizeConfig, optimize_texture
+    from engine.optimize import OptimizeConfig, gray_texture, optimize_texture
     from engine.priors.loading import load_prior, resolve_device
     from engine.raster import RasterContext
 
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "checkpoints").mkdir(exist_ok=True)
-    (out / "progress").mkdir(exist_ok=True)
-    ckpt = out / CHECKPOINT
-    if resume:
-        _check_resume(job, ckpt)
+    folder.prepare()
+    if start is not None:
+        check_resume(job, start.spec)
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
+    spec = job.to_dict()
     record: dict = {
-        "status": "running",
-        "spec": job.to_dict(),
+        "status": JobState.RUNNING.value,
+        "spec": spec,
         "versions": versions(),
         "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "resumed": bool(resume),
+        "resumed": start is not None,
         "timings": timings,
         "error": None,
     }
-    write_json_atomic(out / JOB_JSON, record)
+    folder.write_record(record)
     try:
         t0 = time.perf_counter()
         if mesh is None:
@@ -163,24 +163,31 @@ def execute(job: TextureJob, out: Path, *, mesh, prior, callbacks: JobCallbacks,
         render_config = optimization_render_config(job.texture_size, resolved.render_size)
         guidance = resolved.guidance_config()
         record["resolved"] = resolved.to_dict()
-        write_json_atomic(out / JOB_JSON, record)
-        init = load_init_texture(job.init_texture, job.texture_size) if job.init_texture else None
-        user_preview = callbacks.on_preview
+        folder.write_record(record)
+        init = None
+        if start is None:
+            init = load_init_texture(job.init_texture, job.texture_size) if job.init_texture else gray_texture(job.texture_size)
 
         def on_preview(step: int, texture: np.ndarray) -> None:
-            save_texture_png(texture, out / "progress" / f"step_{step:06d}.png", compress_level=1)
-            if user_preview is not None:
-                user_preview(step, texture)
+            path = folder.write_snapshot(step, encode_png(texture, 8, compress_level=1))
+            if callbacks.on_preview is not None:
+                callbacks.on_preview(step, texture)
+            if callbacks.on_snapshot is not None:
+                callbacks.on_snapshot(step, path)
 
-        cb = dataclasses.replace(callbacks, on_preview=on_preview)
+        def on_checkpoint(ckpt: Checkpoint) -> None:
+            save_checkpoint(dataclasses.replace(ckpt, spec=spec), folder.checkpoint)
+            if callbacks.on_checkpoint is not None:
+                callbacks.on_checkpoint(ckpt)
+
+        cb = dataclasses.replace(callbacks, on_preview=on_preview, on_checkpoint=on_checkpoint)
         t0 = time.perf_counter()
         result = optimize_texture(
             prior=prior, views=views, guidance=guidance, prompt=job.prompt, render_config=render_config,
             config=OptimizeConfig(steps=job.steps, learning_rate=resolved.values.learning_rate,
                                   betas=resolved.values.betas, eps=resolved.values.eps, views_per_step=views_per_step,
                                   checkpoint_every=job.checkpoint_every, preview_every=job.preview_every, seed=job.seed),
-            init_texture=init, texel_mask=face_texel_mask(mesh, job.texture_size), callbacks=cb,
-            checkpoint_path=ckpt, resume=resume, spec=job.to_dict(), texture_size=job.texture_size,
+            init_texture=init, start=start, texel_mask=face_texel_mask(mesh, job.texture_size), callbacks=cb,
         )
         timings["optimize_s"] = time.perf_counter() - t0
         timings["optimize_total_s"] = result.elapsed_s
@@ -189,29 +196,29 @@ def execute(job: TextureJob, out: Path, *, mesh, prior, callbacks: JobCallbacks,
         t0 = time.perf_counter()
         coverage = np.asarray(uv_coverage_mask(mesh, job.texture_size), bool)
         texture = pad_texture(result.texture, coverage)
-        save_texture_png(texture, out / "texture.png")
-        export_glb(mesh, texture, out / "textured.glb")
-        contact_sheet(mesh, texture, out / "preview.png", ctx=ctx)
+        save_texture_png(texture, folder.texture_png)
+        export_glb(mesh, texture, folder.glb)
+        contact_sheet(mesh, texture, folder.preview_png, ctx=ctx)
         timings["export_s"] = time.perf_counter() - t0
         timings["total_s"] = time.perf_counter() - t_start
-        record.update(status="done", steps_done=result.steps_done,
+        record.update(status=JobState.SUCCEEDED.value, steps_done=result.steps_done,
                       finished_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
-        write_json_atomic(out / JOB_JSON, record)
-        return JobResult(out, out / "texture.png", out / "textured.glb", out / "preview.png", result.steps_done, prior.name)
+        folder.write_record(record)
+        return result.steps_done, prior.name
     except JobCancelled as exc:
-        record.update(status="cancelled", error=str(exc))
-        write_json_atomic(out / JOB_JSON, record)
+        record.update(status=JobState.CANCELLED.value, error=str(exc))
+        folder.write_record(record)
         raise
     except BaseException as exc:
-        record.update(status="failed", error=str(exc) if isinstance(exc, TexbridgeError) else f"{type(exc).__name__}: {exc}")
-        write_json_atomic(out / JOB_JSON, record)
+        record.update(status=JobState.FAILED.value,
+                      error=str(exc) if isinstance(exc, TexbridgeError) else f"{type(exc).__name__}: {exc}")
+        folder.write_record(record)
         raise
 
 
-def _check_resume(job: TextureJob, ckpt: Path) -> None:
-    from engine.checkpoint import load_checkpoint
-
-    saved = load_checkpoint(ckpt).spec
+def check_resume(job: TextureJob, saved: dict) -> None:
+    """``SpecError`` when ``job`` differs from the checkpoint's spec ``saved`` in a field that
+    changes the optimization (``RESUME_MAY_DIFFER`` may differ)."""
     now = job.to_dict()
     diff = sorted(k for k in set(saved) | set(now) if k not in RESUME_MAY_DIFFER and saved.get(k) != now.get(k))
     if diff:

@@ -11,6 +11,10 @@
 
 Randomness (views, t, noise, backgrounds) comes from one CPU ``torch.Generator``
 seeded by the job, saved in every checkpoint, so resuming continues exactly.
+
+The loop keeps only the mathematics: it starts from a texture or a ``Checkpoint`` (the
+caller reads it) and hands its state to ``callbacks.on_checkpoint``; where checkpoints and
+snapshots live is the job folder's business (``engine.jobfolder``, ``engine.jobrun``).
 """
 
 from __future__ import annotations
@@ -18,12 +22,12 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from engine.checkpoint import Checkpoint, capture_rng, load_checkpoint, restore_rng, save_checkpoint
+from engine.callbacks import JobCallbacks, ProgressEvent
+from engine.checkpoint import Checkpoint, capture_rng, restore_rng
 from engine.errors import JobCancelled
 from engine.guidance.config import GuidanceConfig
 from engine.guidance.gradients import compute_guidance
@@ -31,7 +35,6 @@ from engine.guidance.schedule import stage_for_step
 from engine.priors.base import DiffusionPrior
 from engine.render import RenderConfig
 from engine.views import ViewSource
-from engine.runner import JobCallbacks, ProgressEvent
 
 PHASES = ("render", "encode", "guidance", "backward", "optimizer")
 
@@ -80,6 +83,11 @@ def texture_to_logits(texture: torch.Tensor) -> torch.Tensor:
     return torch.logit(texture.clamp(1e-4, 1 - 1e-4))
 
 
+def gray_texture(size: int) -> torch.Tensor:
+    """The default start: a (size, size, 3) mid-gray texture."""
+    return torch.full((size, size, 3), 0.5)
+
+
 def optimize_texture(
     *,
     prior: DiffusionPrior,
@@ -89,40 +97,37 @@ def optimize_texture(
     prompt: str,
     render_config: RenderConfig = RenderConfig(),
     init_texture: torch.Tensor | None = None,
+    start: Checkpoint | None = None,
     texel_mask: torch.Tensor | None = None,
     callbacks: JobCallbacks | None = None,
-    checkpoint_path: str | Path | None = None,
-    resume: bool = False,
-    spec: dict | None = None,
-    texture_size: int = 512,
 ) -> OptimizeResult:
     """Optimize a texture for ``prompt``.
 
-    init_texture: (H, W, 3) float in [0, 1], row 0 = top; default mid-gray at ``texture_size``.
+    init_texture: (H, W, 3) float in [0, 1], row 0 = top (``gray_texture(size)`` for none).
+    start: continue from this checkpoint (its texture, optimizer, step and RNG states);
+        ``init_texture`` is then ignored. One of the two is required.
     texel_mask: (H, W) bool; when given only these texels may change (refine a face selection).
-    resume: continue from ``checkpoint_path`` (its texture, optimizer, step and RNG states).
-    Raises ``JobCancelled`` after writing a checkpoint when ``callbacks.should_cancel()`` is true.
+    Checkpoints go to ``callbacks.on_checkpoint``. Raises ``JobCancelled`` after handing one
+    over when ``callbacks.should_cancel()`` is true.
     """
     cb = callbacks or JobCallbacks()
     device = prior.device
     gen = torch.Generator(device="cpu").manual_seed(int(config.seed))
-    if init_texture is None:
-        init_texture = torch.full((texture_size, texture_size, 3), 0.5)
-    logits = torch.nn.Parameter(texture_to_logits(init_texture.float()).to(device))
+    if start is None and init_texture is None:
+        raise ValueError("optimize_texture needs init_texture (e.g. gray_texture(512)) or a start checkpoint")
+    first = start.logits if start is not None else texture_to_logits(init_texture.float())
+    logits = torch.nn.Parameter(first.detach().clone().float().to(device))
     opt = torch.optim.AdamW([logits], lr=config.learning_rate, betas=config.betas, eps=config.eps, weight_decay=config.weight_decay)
     mask = None if texel_mask is None else texel_mask.to(device=device, dtype=torch.float32)[..., None]
     step, elapsed = 0, 0.0
-    if resume:
-        ck = load_checkpoint(checkpoint_path)
-        with torch.no_grad():
-            logits.copy_(ck.logits.to(device))
-        opt.load_state_dict(ck.optimizer)
-        restore_rng(ck.rng, gen)
-        step, elapsed = ck.step, ck.elapsed_s
+    if start is not None:
+        opt.load_state_dict(start.optimizer)
+        restore_rng(start.rng, gen)
+        step, elapsed = start.step, start.elapsed_s
 
     def checkpoint() -> None:
-        if checkpoint_path is not None:
-            save_checkpoint(Checkpoint(step, logits.detach(), opt.state_dict(), capture_rng(gen), spec or {}, elapsed), checkpoint_path)
+        if cb.on_checkpoint is not None:
+            cb.on_checkpoint(Checkpoint(step, logits.detach(), opt.state_dict(), capture_rng(gen), {}, elapsed))
 
     timings = {k: 0.0 for k in PHASES}
     clock = _Clock(timings, device if config.profile else None)

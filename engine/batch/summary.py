@@ -3,25 +3,28 @@
 ``batch_summary.json`` (rewritten atomically after every asset, so a crash leaves a current one)::
 
     {"mode": "sequential" | "ray", "shard": [I, N], "started_at": ..., "wall_s": ...,
-     "totals": {"assets": n, "done": n, "failed": n, "skipped": n, "cancelled": n, "queued": n, "running": n},
+     "totals": {"assets": n, "succeeded": n, "failed": n, "skipped": n, "cancelled": n, "queued": n, "running": n},
      "assets_per_hour": ..., "cancelled": bool, "ray": {...} (ray mode),
      "assets": [{"asset", "out", "status", "prompt", "node", "gpu", "attempts", "seconds",
                  "error", "outputs", "resumed", "resumed_from_step", "steps", "reason", ...}]}
 
-assets_per_hour counts assets textured in this run (done, not skipped) over the wall time.
+assets_per_hour counts assets textured in this run (succeeded, not skipped) over the wall time.
+Status words are the job states of ``engine.jobstate`` plus "skipped" (summaries written
+before said "done" for succeeded; nothing reads a summary back, an asset's own job.json
+decides whether it is skipped or resumed, and there "done" still reads as succeeded).
 """
 
 from __future__ import annotations
 
 import html
-import json
 import os
 import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from engine.batch.work import CANCELLED, DONE, FAILED, SKIPPED, STATES
+from engine.batch.work import ASSET_STATUSES, CANCELLED, FAILED, SKIPPED, SUCCEEDED
+from engine.jobfolder import JobFolder, write_json_atomic
 
 
 class BatchSummary:
@@ -47,26 +50,24 @@ class BatchSummary:
 
     def counts(self) -> dict[str, int]:
         out = {"assets": len(self.records)}
-        out.update({s: sum(1 for r in self.records if r["status"] == s) for s in STATES})
+        out.update({s: sum(1 for r in self.records if r["status"] == s) for s in ASSET_STATUSES})
         return out
 
     def to_dict(self) -> dict:
         wall = time.perf_counter() - self._t0
         counts = self.counts()
-        ran = sum(1 for r in self.records if r["status"] == DONE and r.get("attempts", 0) > 0)
+        ran = sum(1 for r in self.records if r["status"] == SUCCEEDED and r.get("attempts", 0) > 0)
         return {"mode": self.mode, "shard": list(self.shard), "started_at": self._started, "wall_s": round(wall, 3),
                 "totals": counts, "assets_per_hour": round(ran / wall * 3600.0, 2) if wall > 0 else 0.0,
                 "cancelled": self.cancelled, **self.extra, "assets": self.records}
 
     def write(self) -> dict:
         data = self.to_dict()
-        tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
-        tmp.write_text(json.dumps(data, indent=2, default=str), encoding="utf-8")
-        os.replace(tmp, self.path)
+        write_json_atomic(self.path, data, sort_keys=False)  # mode, shard, ... first; assets last
         return data
 
     def exit_code(self) -> int:
-        """0 all done or skipped; 6 some failed; 1 all failed; 130 cancelled."""
+        """0 all succeeded or skipped; 6 some failed; 1 all failed; 130 cancelled."""
         c = self.counts()
         if self.cancelled or c[CANCELLED]:
             return 130
@@ -76,7 +77,7 @@ class BatchSummary:
 
     def line(self) -> str:
         c = self.counts()
-        return "batch: " + ", ".join(f"{c[s]} {s}" for s in (DONE, SKIPPED, FAILED, CANCELLED) if c[s] or s == DONE)
+        return "batch: " + ", ".join(f"{c[s]} {s}" for s in (SUCCEEDED, SKIPPED, FAILED, CANCELLED) if c[s] or s == SUCCEEDED)
 
 
 def write_report(path: Path, summary: dict) -> Path:
@@ -91,17 +92,17 @@ def write_report(path: Path, summary: dict) -> Path:
         out = r.get("outputs") or {}
         preview, glb = out.get("preview"), out.get("glb")
         if not preview:
-            preview = str(Path(r["out"]) / "preview.png")
-            glb = str(Path(r["out"]) / "textured.glb")
+            folder = JobFolder(r["out"])
+            preview, glb = str(folder.preview_png), str(folder.glb)
         have = Path(preview).is_file()
         img = f'<img src="{rel(preview)}" alt="{html.escape(r["asset"])}">' if have else '<div class="none">no preview</div>'
-        link = f'<a href="{rel(glb)}">textured.glb</a>' if Path(glb).is_file() else ""
-        err = f'<p class="err">{html.escape(str(r["error"]))}</p>' if r.get("error") and r["status"] != DONE else ""
+        link = f'<a href="{rel(glb)}">{html.escape(Path(glb).name)}</a>' if Path(glb).is_file() else ""
+        err = f'<p class="err">{html.escape(str(r["error"]))}</p>' if r.get("error") and r["status"] != SUCCEEDED else ""
         cards.append(f'<div class="card {html.escape(r["status"])}">{img}<h2>{html.escape(r["asset"])}</h2>'
                      f'<p class="state">{html.escape(r["status"])}</p><p>{html.escape(r.get("prompt") or "")}</p>'
                      f'{err}{link}</div>')
     t = summary["totals"]
-    head = ", ".join(f"{t[s]} {s}" for s in (DONE, SKIPPED, FAILED, CANCELLED))
+    head = ", ".join(f"{t[s]} {s}" for s in (SUCCEEDED, SKIPPED, FAILED, CANCELLED))
     page = f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>texbridge batch</title><style>
 body{{font-family:sans-serif;margin:1em}} .grid{{display:flex;flex-wrap:wrap;gap:12px}}
@@ -118,7 +119,7 @@ body{{font-family:sans-serif;margin:1em}} .grid{{display:flex;flex-wrap:wrap;gap
 
 
 class BatchProgress:
-    """One bar for the whole batch: assets finished of those to run, done/failed/running, ETA."""
+    """One bar for the whole batch: assets finished of those to run, succeeded/failed/running, ETA."""
 
     def __init__(self, total: int, quiet: bool) -> None:
         self._bar = None
@@ -131,9 +132,9 @@ class BatchProgress:
         if self._bar is None:
             return
         c = summary.counts()
-        finished = sum(1 for r in summary.records if r["status"] in (DONE, FAILED, CANCELLED) and r.get("attempts"))
+        finished = sum(1 for r in summary.records if r["status"] in (SUCCEEDED, FAILED, CANCELLED) and r.get("attempts"))
         self._bar.n = finished
-        self._bar.set_postfix(done=c[DONE], failed=c[FAILED], running=running, refresh=False)
+        self._bar.set_postfix(succeeded=c[SUCCEEDED], failed=c[FAILED], running=running, refresh=False)
         self._bar.refresh()
 
     def close(self) -> None:

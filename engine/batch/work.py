@@ -1,9 +1,10 @@
 """Texture one batch asset in its job folder: the unit of work of the sequential loop and of
 every Ray actor (``engine.batch.ray_backend``). It calls the same runner as ``texbridge texture``.
 
-An attempt: decide whether to resume (job.json not done and a checkpoint present -> continue
-from it), note who works on it in ``<job>/batch_attempt.json`` (attempt, node, pid, GPU, the
-step it resumed from), run ``run_texture_job`` with a prior kept loaded between assets, and
+An attempt: decide whether to resume (job.json not succeeded and a checkpoint present ->
+continue from it; the checkpoint is read once, here, and handed to the runner), note who
+works on it in the folder's batch attempt file (attempt, node, pid, GPU, the step it
+resumed from), run ``run_texture_job`` with a prior kept loaded between assets, and
 return the asset's record for ``batch_summary.json``. The record is also stored under
 ``"batch"`` in the asset's job.json, so job.json shows which attempt finished and from which
 step it resumed. User errors (bad mesh, bad spec) come back as a failed record, never raised:
@@ -12,9 +13,7 @@ they are not retried. Only a dead process (the caller sees no record) is retried
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
 import socket
 import tempfile
 import time
@@ -24,33 +23,24 @@ from typing import Callable
 
 from engine.batch.manifest import AssetSpec
 from engine.errors import JobCancelled, TexbridgeError
-from engine.runner import CHECKPOINT, JOB_JSON, JobCallbacks, ProgressEvent
+from engine.jobfolder import JobFolder, write_json_atomic
+from engine.jobstate import JobState
+from engine.runner import JobCallbacks, ProgressEvent
 
-#: The state words of a batch asset. DONE is the word job.json uses for a finished job
-#: (the server says "succeeded"; one constant here so the unification is a one-line change).
-DONE = "done"
-FAILED = "failed"
+#: The status words of a batch asset: the job states (``engine.jobstate``, the same words
+#: as job.json and the server) plus SKIPPED, an asset this run did not texture.
+SUCCEEDED = JobState.SUCCEEDED.value
+FAILED = JobState.FAILED.value
+CANCELLED = JobState.CANCELLED.value
+RUNNING = JobState.RUNNING.value
+QUEUED = JobState.QUEUED.value
 SKIPPED = "skipped"
-CANCELLED = "cancelled"
-RUNNING = "running"
-QUEUED = "queued"
-STATES = (DONE, FAILED, SKIPPED, CANCELLED, RUNNING, QUEUED)
-
-ATTEMPT_JSON = "batch_attempt.json"
+ASSET_STATUSES = (SUCCEEDED, FAILED, SKIPPED, CANCELLED, RUNNING, QUEUED)
 
 
-def job_status(out: str | Path) -> str | None:
-    """The status in ``out/job.json`` (None without one, or when it cannot be read)."""
-    try:
-        return json.loads((Path(out) / JOB_JSON).read_text(encoding="utf-8")).get("status")
-    except (OSError, ValueError):
-        return None
-
-
-def outputs(out: str | Path) -> dict[str, str]:
-    out = Path(out)
-    return {"glb": str(out / "textured.glb"), "texture": str(out / "texture.png"),
-            "preview": str(out / "preview.png"), "job_json": str(out / JOB_JSON)}
+def job_status(out: str | Path) -> JobState | None:
+    """The state in the asset's job.json (an old "done" reads as succeeded); None without one."""
+    return JobFolder(out).state()
 
 
 def base_record(asset: AssetSpec, status: str, **extra) -> dict:
@@ -62,28 +52,23 @@ def base_record(asset: AssetSpec, status: str, **extra) -> dict:
     return rec
 
 
-def resume_point(out: Path) -> tuple[bool, int]:
-    """(resume, step it resumes from): resume when job.json is not done and a checkpoint exists."""
-    status = job_status(out)
+def resume_point(folder: JobFolder):
+    """The checkpoint to resume from (read once; the runner gets this object), or None:
+    resume when job.json is not succeeded and a readable checkpoint exists."""
+    status = folder.state()
     if status is None:
-        return False, 0
-    if status == DONE:  # a rerun of a finished asset (skip-done off) starts over
-        shutil.rmtree(out / "checkpoints", ignore_errors=True)
-        return False, 0
-    if not (out / CHECKPOINT).is_file():
-        return False, 0
+        return None
+    if status is JobState.SUCCEEDED:  # a rerun of a finished asset (skip-done off) starts over
+        folder.clear_checkpoints()
+        return None
+    if not folder.has_checkpoint():
+        return None
     from engine.checkpoint import load_checkpoint
 
     try:
-        return True, int(load_checkpoint(out / CHECKPOINT).step)
+        return load_checkpoint(folder.checkpoint)
     except Exception:  # a torn or foreign checkpoint: start over rather than fail the asset
-        return False, 0
-
-
-def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str), encoding="utf-8")
-    os.replace(tmp, path)
+        return None
 
 
 class AssetWorker:
@@ -123,28 +108,30 @@ class AssetWorker:
 
     def texture(self, asset: AssetSpec, attempt: int = 1, *, should_cancel: Callable[[], bool] | None = None,
                 mesh_bytes: bytes | None = None, on_progress: Callable[[ProgressEvent], None] | None = None) -> dict:
-        """Run one attempt at ``asset``; returns its summary record (status done/failed/cancelled)."""
+        """Run one attempt at ``asset``; returns its summary record (status succeeded/failed/cancelled)."""
         from engine.mesh import load_mesh
         from engine.runner import run_texture_job
 
         out, job = Path(asset.out), asset.job
+        folder = JobFolder(out)
         rec = base_record(asset, RUNNING, node=self.node, attempts=attempt, pid=os.getpid(),
                           resumed=False, resumed_from_step=0, steps=None)
         t0 = time.perf_counter()
         prior = None
         try:
             out.mkdir(parents=True, exist_ok=True)
-            resume, from_step = resume_point(out)
-            rec.update(resumed=resume, resumed_from_step=from_step)
-            _write_json(out / ATTEMPT_JSON, {"attempt": attempt, "node": self.node, "pid": os.getpid(),
+            start = resume_point(folder)
+            from_step = int(start.step) if start is not None else 0
+            rec.update(resumed=start is not None, resumed_from_step=from_step)
+            write_json_atomic(folder.batch_attempt, {"attempt": attempt, "node": self.node, "pid": os.getpid(),
                                              "resumed_from_step": from_step,
                                              "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds")})
             mesh = _load_staged(asset, mesh_bytes) if mesh_bytes is not None else load_mesh(asset.mesh)
             prior = self._prior_for(job.model, job.device)  # a broken mesh fails before any model is loaded
             rec["gpu"] = self._gpu_label(prior)
-            result = run_texture_job(job, out, mesh=mesh, prior=prior, resume=resume,
+            result = run_texture_job(job, out, mesh=mesh, prior=prior, start=start,
                                      callbacks=JobCallbacks(should_cancel=should_cancel, on_progress=on_progress))
-            rec.update(status=DONE, steps=result.steps_done, outputs=outputs(out))
+            rec.update(status=SUCCEEDED, steps=result.steps_done, outputs=folder.outputs())
         except JobCancelled as exc:
             rec.update(status=CANCELLED, error=str(exc))
         except TexbridgeError as exc:
@@ -152,7 +139,7 @@ class AssetWorker:
         except Exception as exc:  # one asset's crash must not stop the batch
             rec.update(status=FAILED, error=f"{type(exc).__name__}: {exc}")
         rec["seconds"] = round(time.perf_counter() - t0, 3)
-        _annotate_job_json(out, rec)
+        _annotate_job_json(folder, rec)
         return rec
 
 
@@ -166,15 +153,13 @@ def _load_staged(asset: AssetSpec, data: bytes):
         return load_mesh(path)
 
 
-def _annotate_job_json(out: Path, rec: dict) -> None:
+def _annotate_job_json(folder: JobFolder, rec: dict) -> None:
     """Add the batch's view of the attempt to job.json (under "batch")."""
-    p = out / JOB_JSON
-    try:
-        data = json.loads(p.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    data = folder.read_record()
+    if data is None:
         return
     data["batch"] = {k: rec.get(k) for k in ("attempts", "node", "gpu", "pid", "resumed", "resumed_from_step",
                                              "steps", "seconds", "status")}
     if rec.get("steps") is not None:
         data["batch"]["steps_run"] = rec["steps"] - rec.get("resumed_from_step", 0)
-    _write_json(p, data)
+    folder.write_record(data)

@@ -10,10 +10,10 @@
   machines split a folder without coordination, stable when files are added.
 - Each asset gets ``DIR/<stem>/`` with the same layout as ``texbridge texture``. A finished
   asset is skipped with ``--skip-done`` (the default with ``--ray``); an interrupted one
-  (checkpoint, not done) resumes.
+  (checkpoint, not succeeded) resumes.
 - One asset failing does not stop the batch. ``DIR/batch_summary[_shard-I-of-N].json``
   (``engine.batch.summary``) lists every asset's outcome; ``--report FILE.html`` draws it.
-  Exit: 0 all done or skipped; 6 some failed; 1 all failed; 2 bad arguments; 130 cancelled.
+  Exit: 0 all succeeded or skipped; 6 some failed; 1 all failed; 2 bad arguments; 130 cancelled.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 
 from engine.batch.manifest import in_shard, parse_shard, plan_batch  # noqa: F401  (in_shard: public helper)
-from engine.batch.work import CANCELLED, DONE, FAILED, QUEUED, RUNNING, SKIPPED, base_record, job_status
+from engine.batch.work import CANCELLED, FAILED, QUEUED, RUNNING, SKIPPED, SUCCEEDED, base_record, job_status
 from engine.commands.texture import CancelOnSigint, add_job_arguments, configure_logging, job_overrides
 from engine.errors import SpecError
 
@@ -40,7 +40,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--out", required=True, help="output folder (one sub-folder per asset; shared storage on a cluster)")
     p.add_argument("--shard", default="0/1", metavar="I/N", help="take shard I of N (0-based; default 0/1)")
     p.add_argument("--skip-done", action=argparse.BooleanOptionalAction, default=None,
-                   help="skip assets whose job.json says done (default: on with --ray, off without)")
+                   help="skip assets whose job.json says succeeded (default: on with --ray, off without)")
     p.add_argument("--report", metavar="FILE.html", help="write a static page: contact sheet, prompt, state, GLB link")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     r = p.add_argument_group("Ray (pip install \"texbridge[ray]\")")
@@ -87,8 +87,8 @@ def run(args: argparse.Namespace) -> int:
     for asset in mine:
         if asset.job is None:
             records.append(base_record(asset, SKIPPED, reason="no prompt for this asset"))
-        elif skip_done and job_status(asset.out) == DONE:
-            records.append(base_record(asset, SKIPPED, reason="done"))
+        elif skip_done and job_status(asset.out) == SUCCEEDED:
+            records.append(base_record(asset, SKIPPED, reason=SUCCEEDED))
         else:
             records.append(base_record(asset, QUEUED))
             todo.append(asset)

@@ -155,6 +155,7 @@ def progress_callbacks(total: int, quiet: bool, cancel=None, desc: str = "textur
 def configure_logging() -> None:
     """Warnings as ``warning: ...`` lines; library chatter (transformers/diffusers) off."""
     import os
+    from engine.jobfolder import JobFolder
 
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
@@ -173,5 +174,6 @@ def run(args: argparse.Namespace) -> int:
         finally:
             close()
     print(f"model: {result.model_name}")
-    print(f"wrote {result.out_dir}/ (texture.png, textured.glb, preview.png, job.json)")
+    names = (result.texture_png.name, result.glb.name, result.preview_png.name, JobFolder(result.out_dir).job_json.name)
+    print(f"wrote {result.out_dir}/ ({', '.join(names)})")
     return 0

@@ -10,6 +10,7 @@ from engine.cli import main
 from engine.commands.batch import in_shard, parse_shard
 from engine.errors import JobCancelled, SpecError
 from engine.job import TextureJob
+from engine.jobstate import JobState
 from engine.mesh import save_mesh_npz
 from engine.runner import JobCallbacks, run_texture_job
 from tests.helpers.cube import cube_mesh
@@ -55,12 +56,12 @@ def test_batch_resumes_skips_and_survives_a_failure(tmp_path, tiny_sd_dir, capsy
     assert code == 6
     summary = {r["asset"]: r for r in json.loads((out / "batch_summary.json").read_text())["assets"]}
     assert set(summary) == {"crate.npz", "box.npz", "broken.obj"}
-    assert summary["crate.npz"]["status"] == "done" and summary["crate.npz"]["resumed"] is True
-    assert summary["box.npz"]["status"] == "done" and summary["box.npz"]["resumed"] is False
+    assert summary["crate.npz"]["status"] == JobState.SUCCEEDED.value and summary["crate.npz"]["resumed"] is True
+    assert summary["box.npz"]["status"] == "succeeded" and summary["box.npz"]["resumed"] is False
     assert summary["broken.obj"]["status"] == "failed" and "broken.obj" in capsys.readouterr().err
     for name in ("crate", "box"):
         rec = json.loads((out / name / "job.json").read_text())
-        assert rec["status"] == "done" and rec["steps_done"] == 3
+        assert rec["status"] == "succeeded" and rec["steps_done"] == 3
         assert all((out / name / f).is_file() for f in ("texture.png", "textured.glb", "preview.png"))
     assert json.loads((out / "box" / "job.json").read_text())["spec"]["seed"] == 3
     assert json.loads((out / "box" / "job.json").read_text())["spec"]["prompt"] == "a cardboard box"
@@ -72,7 +73,16 @@ def test_batch_resumes_skips_and_survives_a_failure(tmp_path, tiny_sd_dir, capsy
     assert code == 6
     summary = {r["asset"]: r for r in json.loads((out / "batch_summary.json").read_text())["assets"]}
     assert {k: summary["box.npz"][k] for k in ("asset", "out", "status", "reason", "attempts")} == {
-        "asset": "box.npz", "out": str(out / "box"), "status": "skipped", "reason": "done", "attempts": 0}
+        "asset": "box.npz", "out": str(out / "box"), "status": "skipped", "reason": "succeeded", "attempts": 0}
+    assert (out / "box" / "texture.png").stat().st_mtime_ns == mtime
+
+    # A job.json written before the state vocabulary was unified says "done": still finished.
+    for name in ("crate", "box"):
+        rec = json.loads((out / name / "job.json").read_text())
+        (out / name / "job.json").write_text(json.dumps({**rec, "status": "done"}))
+    main(["batch", str(src), "--prompts", str(prompts), "--prompt", "x", "--out", str(out), "--skip-done"] + opts)
+    summary = {r["asset"]: r for r in json.loads((out / "batch_summary.json").read_text())["assets"]}
+    assert summary["crate.npz"]["status"] == summary["box.npz"]["status"] == "skipped"
     assert (out / "box" / "texture.png").stat().st_mtime_ns == mtime
 
     # Only failures -> exit 1; no prompt at all -> usage error 2.

@@ -85,7 +85,7 @@ def test_without_an_address_it_starts_a_local_instance_on_loopback_and_stops_it(
     assert res.returncode == 0, res.stderr[-3000:]
     data, recs = read_summary(out)
     assert data["ray"]["started_local_instance"] is True and data["ray"]["actors"] == 1
-    assert recs["crate.npz"]["status"] == "done" and recs["crate.npz"]["node"] == "127.0.0.1"
+    assert recs["crate.npz"]["status"] == "succeeded" and recs["crate.npz"]["node"] == "127.0.0.1"
     assert (tmp_path / "home" / ".ray" / "auth_token").is_file()  # token auth was on
     deadline = time.time() + 20
     while set(ray_processes()) - before and time.time() < deadline:
@@ -107,14 +107,14 @@ def test_five_assets_on_two_actors_then_a_second_run_does_no_work(cluster, tiny_
     assert main(args) == 0
     data, recs = read_summary(out)
     assert sorted(recs) == [f"a{i}.npz" for i in range(5)]
-    assert data["mode"] == "ray" and data["totals"]["done"] == 5 and data["assets_per_hour"] > 0
+    assert data["mode"] == "ray" and data["totals"]["succeeded"] == 5 and data["assets_per_hour"] > 0
     assert data["ray"]["actors"] == 2 and data["ray"]["address"] == cluster.address
     for i in range(5):
         r, job_dir = recs[f"a{i}.npz"], out / f"a{i}"
-        assert r["status"] == "done" and r["attempts"] == 1 and r["node"] == "127.0.0.1" and r["seconds"] > 0
+        assert r["status"] == "succeeded" and r["attempts"] == 1 and r["node"] == "127.0.0.1" and r["seconds"] > 0
         assert r["outputs"]["glb"] == str(job_dir / "textured.glb")
         job = json.loads((job_dir / "job.json").read_text())
-        assert job["status"] == "done" and job["steps_done"] == 3
+        assert job["status"] == "succeeded" and job["steps_done"] == 3
         assert job["spec"]["seed"] == i and job["spec"]["prompt"] == f"crate {i}, wooden"
         assert all((job_dir / f).is_file() for f in ("texture.png", "textured.glb", "preview.png"))
     assert len({r["pid"] for r in recs.values()}) == 2  # both actors textured assets
@@ -127,7 +127,7 @@ def test_five_assets_on_two_actors_then_a_second_run_does_no_work(cluster, tiny_
     mtimes = {p: p.stat().st_mtime_ns for p in out.glob("a*/*") if p.is_file()}
     assert main(args) == 0
     data, recs = read_summary(out)
-    assert data["totals"]["skipped"] == 5 and {r["reason"] for r in recs.values()} == {"done"}
+    assert data["totals"]["skipped"] == 5 and {r["reason"] for r in recs.values()} == {"succeeded"}
     assert "ray" not in data  # no actor was started
     assert {p: p.stat().st_mtime_ns for p in out.glob("a*/*") if p.is_file()} == mtimes
 
@@ -167,9 +167,9 @@ def test_killed_actor_is_retried_from_its_checkpoint_and_a_bad_mesh_fails_alone(
     assert killed["seen_step"] >= 20
 
     long = recs["long.npz"]
-    assert long["status"] == "done" and long["attempts"] == 2 and long["pid"] != killed["pid"]
+    assert long["status"] == "succeeded" and long["attempts"] == 2 and long["pid"] != killed["pid"]
     job = json.loads((out / "long" / "job.json").read_text())
-    assert job["status"] == "done" and job["steps_done"] == steps and job["resumed"] is True
+    assert job["status"] == "succeeded" and job["steps_done"] == steps and job["resumed"] is True
     resumed_from = job["batch"]["resumed_from_step"]
     # It went on from a checkpoint taken at most one interval before the last snapshot seen
     # before the kill: fewer steps were re-run than had been completed.
@@ -179,8 +179,8 @@ def test_killed_actor_is_retried_from_its_checkpoint_and_a_bad_mesh_fails_alone(
 
     broken = recs["broken.obj"]
     assert broken["status"] == "failed" and broken["attempts"] == 1 and "broken.obj" in broken["error"]
-    assert recs["short.npz"]["status"] == "done" and recs["short.npz"]["attempts"] == 1
-    assert data["totals"] == {"assets": 3, "done": 2, "failed": 1, "skipped": 0, "cancelled": 0, "running": 0,
+    assert recs["short.npz"]["status"] == "succeeded" and recs["short.npz"]["attempts"] == 1
+    assert data["totals"] == {"assets": 3, "succeeded": 2, "failed": 1, "skipped": 0, "cancelled": 0, "running": 0,
                               "queued": 0}
     assert_no_actors_left()
 

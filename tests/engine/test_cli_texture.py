@@ -42,7 +42,7 @@ def test_texture_command_writes_the_layout(mesh_file, tiny_sd_dir, tmp_path, cap
         assert (out / name).is_file(), name
     assert len(list((out / "progress").glob("step_*.png"))) == 3  # steps 10, 20, 30
     rec = json.loads((out / "job.json").read_text())
-    assert rec["status"] == "done" and rec["steps_done"] == 30 and rec["spec"]["seed"] == 7
+    assert rec["status"] == "succeeded" and rec["steps_done"] == 30 and rec["spec"]["seed"] == 7
     assert rec["spec"]["recipe"] == "paper-3d"
     r = rec["resolved"]  # the recipe's values, with --lr overriding its 0.01
     assert (r["recipe"], r["cfg_scale"], r["stage_two_scale"], r["stage_two_time_weight"]) == ("paper-3d", 100.0, 1.0, False)

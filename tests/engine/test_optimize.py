@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
 
 from engine.cameras import OrbitConfig, sample_orbit
-from engine.checkpoint import load_checkpoint
+from engine.checkpoint import load_checkpoint, save_checkpoint
 from engine.errors import JobCancelled
 from engine.guidance.config import GuidanceConfig
-from engine.optimize import OptimizeConfig, optimize_texture
+from engine.optimize import OptimizeConfig, gray_texture, optimize_texture
 from engine.priors.loading import load_prior
 from engine.raster import RasterContext
 from engine.render import ViewCache
-from engine.runner import JobCallbacks
+from engine.callbacks import JobCallbacks
 from engine.views import CachedViews
 from tests.helpers.cube import cell_slice, cube_mesh
 
@@ -31,11 +33,15 @@ def views():
 
 
 def _run(prior, views, tmp, steps, resume=False, callbacks=None, guidance=None, cfg_extra=None, **kw):
+    """The loop as a caller drives it: checkpoints saved from ``on_checkpoint`` into
+    ``tmp/latest.pt``; a resume reads that file and hands it over as the start."""
     guidance = guidance or GuidanceConfig(stage_two_start=12)
     cfg = OptimizeConfig(steps=steps, learning_rate=0.05, checkpoint_every=5, preview_every=5, seed=3, **(cfg_extra or {}))
+    cb = dataclasses.replace(callbacks or JobCallbacks(), on_checkpoint=lambda ck: save_checkpoint(ck, tmp / "latest.pt"))
+    start = load_checkpoint(tmp / "latest.pt") if resume else None
+    kw.setdefault("init_texture", None if resume else gray_texture(SIZE))
     return optimize_texture(prior=prior, views=views, guidance=guidance, config=cfg, prompt="a wooden crate",
-                            checkpoint_path=tmp / "latest.pt", resume=resume, callbacks=callbacks,
-                            texture_size=SIZE, **kw)
+                            start=start, callbacks=cb, **kw)
 
 
 def test_resume_is_bit_identical_across_stage_switch(prior, views, tmp_path):
@@ -98,11 +104,13 @@ def test_cuda_fp16_steps(tiny_sd_dir, tmp_path):
     assert p.dtype == torch.float16
     cams = sample_orbit(OrbitConfig(), 8, torch.Generator().manual_seed(0))
     v = ViewCache.build(RasterContext(device="cuda"), cube_mesh(), cams, 64)
+    saved = []
     r = optimize_texture(prior=p, views=v, guidance=GuidanceConfig(stage_two_start=2),
                          config=OptimizeConfig(steps=4, views_per_step=4, learning_rate=0.05, seed=0),
-                         prompt="a wooden crate", checkpoint_path=tmp_path / "ck.pt", texture_size=SIZE)
+                         prompt="a wooden crate", init_texture=gray_texture(SIZE),
+                         callbacks=JobCallbacks(on_checkpoint=saved.append))
     assert np.isfinite(r.texture).all() and not np.allclose(r.texture, 0.5)
     resumed = optimize_texture(prior=p, views=v, guidance=GuidanceConfig(stage_two_start=2),
                                config=OptimizeConfig(steps=6, views_per_step=4, learning_rate=0.05, seed=0),
-                               prompt="a wooden crate", checkpoint_path=tmp_path / "ck.pt", resume=True, texture_size=SIZE)
+                               prompt="a wooden crate", start=saved[-1])
     assert resumed.steps_done == 6

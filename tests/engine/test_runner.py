@@ -9,6 +9,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from engine.errors import JobCancelled, SpecError
@@ -29,7 +30,7 @@ def _job(tiny_sd_dir, **kw):
     return TextureJob(**{**base, **kw})
 
 
-def test_cancel_then_resume_finishes_and_records(prior, tiny_sd_dir, tmp_path):
+def test_cancel_then_resume_finishes_and_records(prior, tiny_sd_dir, tmp_path, monkeypatch):
     job = _job(tiny_sd_dir, stage_two_start=3)
     steps = []
     cb = JobCallbacks(on_progress=lambda e: steps.append(e.step), should_cancel=lambda: len(steps) >= 5)
@@ -40,12 +41,25 @@ def test_cancel_then_resume_finishes_and_records(prior, tiny_sd_dir, tmp_path):
     # A spec that changes the math is refused on resume.
     with pytest.raises(SpecError, match="differs from the checkpoint's in seed"):
         run_texture_job(job.replace(seed=2), tmp_path, mesh=cube_mesh(), prior=prior, resume=True)
-    events = []
+    events, snapshots, reads = [], [], []
+    real_load = torch.load
+
+    def counting_load(f, *args, **kw):  # every checkpoint read goes through torch.load
+        reads.append(str(f))
+        return real_load(f, *args, **kw)
+
+    monkeypatch.setattr(torch, "load", counting_load)
     res = run_texture_job(job, tmp_path, mesh=cube_mesh(), prior=prior, resume=True,
-                          callbacks=JobCallbacks(on_progress=events.append))
+                          callbacks=JobCallbacks(on_progress=events.append,
+                                                 on_snapshot=lambda step, path: snapshots.append((step, path.read_bytes()))))
+    assert reads == [str(tmp_path / "checkpoints" / "latest.pt")]  # resume reads the checkpoint once
     assert [e.step for e in events] == [6, 7, 8] and res.steps_done == 8
+    # The snapshot callback hands over the file the runner wrote (its bytes are the PNG on disk).
+    assert [s for s, _ in snapshots] == [8]
+    assert snapshots[0][1] == (tmp_path / "progress" / "step_000008.png").read_bytes()
+    assert snapshots[0][1].startswith(b"\x89PNG")
     rec = json.loads((tmp_path / "job.json").read_text())
-    assert rec["status"] == "done" and rec["resumed"] is True and rec["steps_done"] == 8
+    assert rec["status"] == "succeeded" and rec["resumed"] is True and rec["steps_done"] == 8
     assert rec["model"] == prior.name == res.model_name
     assert rec["spec"] == job.to_dict() and rec["device"]["type"] == "cpu"
     assert {"torch", "diffusers", "texbridge"} <= set(rec["versions"])
