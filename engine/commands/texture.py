@@ -11,6 +11,7 @@ import argparse
 import logging
 import signal
 import sys
+import time
 from pathlib import Path
 
 from engine.errors import SpecError
@@ -126,12 +127,26 @@ class CancelOnSigint:
         return False
 
 
-def progress_callbacks(total: int, quiet: bool, cancel=None, desc: str = "texture"):
-    """(JobCallbacks, close) with a tqdm bar showing stage, t and loss."""
+#: Seconds between progress lines when stderr is not a terminal (logs, CI).
+LOG_INTERVAL_S = 5.0
+
+
+def progress_callbacks(total: int, quiet: bool, cancel=None, desc: str = "texture", stream=None,
+                       interval_s: float = LOG_INTERVAL_S, clock=time.monotonic):
+    """(JobCallbacks, close) reporting progress on ``stream`` (default stderr).
+
+    A terminal gets a tqdm bar showing stage, t and loss. Anything else (a log file, CI) gets
+    plain lines, at most one every ``interval_s`` seconds plus the last step's, instead of
+    a line per step.
+    """
     from engine.runner import JobCallbacks
 
     if quiet:
         return JobCallbacks(should_cancel=cancel), lambda: None
+    stream = stream if stream is not None else sys.stderr
+    isatty = getattr(stream, "isatty", None)
+    if not (isatty and isatty()):
+        return JobCallbacks(on_progress=_log_lines(total, desc, stream, interval_s, clock), should_cancel=cancel), lambda: None
     from tqdm import tqdm
 
     state: dict = {}  # the bar starts at the first step, after model loading and view caching
@@ -140,7 +155,7 @@ def progress_callbacks(total: int, quiet: bool, cancel=None, desc: str = "textur
         bar = state.get("bar")
         if bar is None:
             bar = state["bar"] = tqdm(total=total, initial=ev.step - 1, desc=desc, unit="step",
-                                      dynamic_ncols=True, file=sys.stderr)
+                                      dynamic_ncols=True, file=stream)
         bar.n = ev.step
         bar.set_postfix(stage=ev.stage, t=ev.t, loss=f"{ev.loss:.4g}", refresh=False)
         bar.refresh()
@@ -150,6 +165,22 @@ def progress_callbacks(total: int, quiet: bool, cancel=None, desc: str = "textur
             state.pop("bar").close()
 
     return JobCallbacks(on_progress=on_progress, should_cancel=cancel), close
+
+
+def _log_lines(total: int, desc: str, stream, interval_s: float, clock):
+    """on_progress for a stream that is not a terminal: one line per ``interval_s``."""
+    last = {"t": None}
+
+    def on_progress(ev) -> None:
+        now = clock()
+        if ev.step < total and last["t"] is not None and now - last["t"] < interval_s:
+            return
+        last["t"] = now
+        eta = f", eta {ev.eta_s:.0f} s" if ev.step < total else ""
+        print(f"{desc}: step {ev.step}/{total} stage {ev.stage} t {ev.t} loss {ev.loss:.4g} "
+              f"({ev.it_per_s:.2f} step/s{eta})", file=stream, flush=True)
+
+    return on_progress
 
 
 def configure_logging() -> None:
