@@ -12,14 +12,17 @@ import re
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI, Query, Request
+from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from fastapi.responses import FileResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from engine.environment import package_version
+from engine.jobfolder import RESULT_NAMES
 from server import submit
 from server.config import API_VERSION, ServerConfig
+from server.errors import ApiError, error_response
 from server.events import EventHub, stream_events
 from server.schemas import ErrorBody, Health, Job, JobList, Unloaded
 from server.security import BodyLimitMiddleware, GuardMiddleware
@@ -28,24 +31,10 @@ from server.store import JobStore
 from server.supervisor import EngineBusy, JobConflict, JobManager
 
 JOB_ID = re.compile(r"^[0-9a-f]{32}$")
-RESULT_NAMES = ("textured.glb", "texture.png", "preview.png", "job.json")
 _MEDIA = {".glb": "model/gltf-binary", ".png": "image/png", ".json": "application/json"}
 
 ERRORS = {code: {"model": ErrorBody} for code in (400, 401, 403, 404, 409, 413, 503)}
 STORE_ERRORS = {**ERRORS, 507: {"model": ErrorBody}}
-
-
-def error(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status, headers={"cache-control": "no-store"})
-
-
-def _version() -> str:
-    try:
-        from importlib.metadata import version
-
-        return version("texbridge")
-    except Exception:  # pragma: no cover
-        return "0.1.0"
 
 
 def create_app(config: ServerConfig, store: JobStore, manager: JobManager, hub: EventHub, on_ready=None, on_stop=None):
@@ -66,7 +55,7 @@ def create_app(config: ServerConfig, store: JobStore, manager: JobManager, hub: 
 
     api = FastAPI(
         title="texbridge engine API",
-        version=_version(),
+        version=package_version("texbridge"),
         description="Local engine process of texbridge. Every route needs 'Authorization: Bearer <token>'; see docs/api.md.",
         openapi_url="/v1/openapi.json",
         docs_url=None,
@@ -77,34 +66,39 @@ def create_app(config: ServerConfig, store: JobStore, manager: JobManager, hub: 
     @api.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException):
         if exc.status_code == 404:
-            return error(404, "no such route; see GET /v1/openapi.json")
+            return error_response(404, "no such route; see GET /v1/openapi.json")
         if exc.status_code == 405:
-            return error(405, "method not allowed on this route; see GET /v1/openapi.json")
-        return error(exc.status_code, str(exc.detail))
+            return error_response(405, "method not allowed on this route; see GET /v1/openapi.json")
+        return error_response(exc.status_code, str(exc.detail))
 
     @api.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError):
         first = exc.errors()[0] if exc.errors() else {}
         where = ".".join(str(p) for p in first.get("loc", ()))
-        return error(400, f"bad request: {where}: {first.get('msg', 'invalid')}")
+        return error_response(400, f"bad request: {where}: {first.get('msg', 'invalid')}")
+
+    @api.exception_handler(ApiError)
+    async def api_error(request: Request, exc: ApiError):
+        return error_response(exc.status, exc.problem)
 
     @api.exception_handler(Exception)
     async def internal_error(request: Request, exc: Exception):  # pragma: no cover - a bug if reached
-        return error(500, f"internal error ({type(exc).__name__}); see the server log")
+        return error_response(500, f"internal error ({type(exc).__name__}); see the server log")
 
-    def job_or_404(job_id: str) -> dict[str, Any] | JSONResponse:
+    def job_or_404(job_id: str) -> dict[str, Any]:
+        """Dependency: the job named by the path (raises ``ApiError`` 404 for a bad or unknown id)."""
         if not JOB_ID.match(job_id):
-            return error(404, f"no job with id {job_id[:40]!r}; ids are 32 hex digits (GET /v1/jobs lists them)")
+            raise ApiError(404, f"no job with id {job_id[:40]!r}; ids are 32 hex digits (GET /v1/jobs lists them)")
         job = manager.view(job_id)  # a state the store could not take yet is reported from memory
         if job is None:
-            return error(404, f"no job with id {job_id}; GET /v1/jobs lists the jobs")
+            raise ApiError(404, f"no job with id {job_id}; GET /v1/jobs lists the jobs")
         return job
 
     @api.get("/v1/health", response_model=Health, responses=ERRORS, tags=["engine"])
     def health():
         return {
             "status": "ok",
-            "version": _version(),
+            "version": package_version("texbridge"),
             "api_version": API_VERSION,
             "device": manager.device,
             "loaded_model": manager.loaded_model,
@@ -131,27 +125,21 @@ def create_app(config: ServerConfig, store: JobStore, manager: JobManager, hub: 
         return {"jobs": manager.list_view()}
 
     @api.get("/v1/jobs/{job_id}", response_model=Job, responses=ERRORS, tags=["jobs"])
-    def get_job(job_id: str):
-        return job_or_404(job_id)
+    def get_job(job: dict[str, Any] = Depends(job_or_404)):
+        return job
 
     @api.post("/v1/jobs/{job_id}/cancel", response_model=Job, responses=ERRORS, tags=["jobs"])
-    def cancel_job(job_id: str):
-        job = job_or_404(job_id)
-        if isinstance(job, JSONResponse):
-            return job
-        return manager.cancel(job_id) or error(404, f"no job with id {job_id}")
+    def cancel_job(job_id: str, job: dict[str, Any] = Depends(job_or_404)):
+        return manager.cancel(job_id) or error_response(404, f"no job with id {job_id}")
 
     @api.delete("/v1/jobs/{job_id}", status_code=204, responses=STORE_ERRORS, tags=["jobs"])
-    def delete_job(job_id: str):
-        job = job_or_404(job_id)
-        if isinstance(job, JSONResponse):
-            return job
+    def delete_job(job_id: str, job: dict[str, Any] = Depends(job_or_404)):
         try:
             manager.delete(job_id)
         except JobConflict as exc:
-            return error(409, str(exc))
+            return error_response(409, str(exc))
         except StoreUnavailable as exc:
-            return error(exc.status, str(exc))
+            return error_response(exc.status, str(exc))
         return Response(status_code=204)
 
     @api.get(
@@ -159,15 +147,13 @@ def create_app(config: ServerConfig, store: JobStore, manager: JobManager, hub: 
         responses={**ERRORS, 200: {"content": {"text/event-stream": {}}, "description": "Server-Sent Events"}},
         tags=["jobs"],
     )
-    async def job_events(request: Request, job_id: str, after: int | None = Query(None, ge=0, description="Same as Last-Event-ID.")):
-        job = await run_in_threadpool(job_or_404, job_id)
-        if isinstance(job, JSONResponse):
-            return job
+    async def job_events(request: Request, job_id: str, after: int | None = Query(None, ge=0, description="Same as Last-Event-ID."),
+                         job: dict[str, Any] = Depends(job_or_404)):
         last = after or 0
         header = request.headers.get("last-event-id")
         if header is not None:
             if not header.strip().isdigit() or len(header.strip()) > 12:
-                return error(400, "Last-Event-ID must be the integer id of an event")
+                return error_response(400, "Last-Event-ID must be the integer id of an event")
             last = int(header.strip())
         return StreamingResponse(
             stream_events(store, hub, job_id, last, run_in_threadpool, pending=manager.writes.event),
@@ -184,17 +170,15 @@ def create_app(config: ServerConfig, store: JobStore, manager: JobManager, hub: 
         job_id: str,
         version: int | None = Query(None, ge=1, description="Preview version (latest if omitted)."),
         format: str = Query("png", pattern="^(png|rgba8)$"),
+        job: dict[str, Any] = Depends(job_or_404),
     ):
-        job = job_or_404(job_id)
-        if isinstance(job, JSONResponse):
-            return job
         row = store.preview(job_id, version)
         if row is None:
             what = f"version {version}" if version else "any texture version"
-            return error(404, f"job {job_id} has no {what} yet (latest is {job['preview_version']}); follow its events")
-        path = manager.job_dir(job_id) / row["path"]  # stored relative to the job folder
+            return error_response(404, f"job {job_id} has no {what} yet (latest is {job['preview_version']}); follow its events")
+        path = manager.folder(job_id).root / row["path"]  # stored relative to the job folder
         if not path.is_file():
-            return error(404, f"texture version {row['version']} of job {job_id} is no longer on disk")
+            return error_response(404, f"texture version {row['version']} of job {job_id} is no longer on disk")
         headers = {"X-Texture-Version": str(row["version"]), "X-Texture-Step": str(row["step"]), "cache-control": "no-store"}
         if format == "png":
             return FileResponse(path, media_type="image/png", headers=headers)
@@ -211,15 +195,13 @@ def create_app(config: ServerConfig, store: JobStore, manager: JobManager, hub: 
         responses={**ERRORS, 200: {"content": {"model/gltf-binary": {}, "image/png": {}, "application/json": {}}}},
         tags=["jobs"],
     )
-    def job_result(job_id: str, name: str):
-        job = job_or_404(job_id)
-        if isinstance(job, JSONResponse):
-            return job
-        if name not in RESULT_NAMES:
-            return error(404, f"no result named {name[:40]!r}; allowed: {', '.join(RESULT_NAMES)}")
+    def job_result(job_id: str, name: str, job: dict[str, Any] = Depends(job_or_404)):
+        path = manager.folder(job_id).result(name)
+        if path is None:
+            return error_response(404, f"no result named {name[:40]!r}; allowed: {', '.join(RESULT_NAMES)}")
         path = manager.job_dir(job_id) / name
         if not path.is_file():
-            return error(404, f"job {job_id} has no {name} (state {job['state']}); results exist once it succeeded")
+            return error_response(404, f"job {job_id} has no {name} (state {job['state']}); results exist once it succeeded")
         return FileResponse(path, media_type=_MEDIA[path.suffix], headers={"cache-control": "no-store"})
 
     @api.post("/v1/unload", response_model=Unloaded, responses=ERRORS, tags=["engine"])
@@ -227,9 +209,9 @@ def create_app(config: ServerConfig, store: JobStore, manager: JobManager, hub: 
         try:
             return manager.unload()
         except EngineBusy as exc:
-            return error(503, str(exc))
+            return error_response(503, str(exc))
         except TimeoutError:
-            return error(503, "the worker did not answer the unload request in time; try again")
+            return error_response(503, "the worker did not answer the unload request in time; try again")
 
     guarded = BodyLimitMiddleware(api, max_bytes=config.limits.max_body_bytes)
     host_list = config.host_allow_list() if config.check_host else None

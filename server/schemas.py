@@ -6,6 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from engine import jobstate
+
 
 class ErrorBody(BaseModel):
     error: str = Field(description="One line: the problem and the fix.")
@@ -13,7 +15,7 @@ class ErrorBody(BaseModel):
 
 class Job(BaseModel):
     id: str = Field(description="Server-generated id: 32 lower-case hex digits.")
-    state: Literal["queued", "running", "succeeded", "failed", "cancelled"]
+    state: Literal[jobstate.WORDS]  # type: ignore[valid-type]  # engine.jobstate.JobState's words
     created_at: str | None = Field(description="ISO 8601 UTC timestamp.")
     started_at: str | None = Field(description="ISO 8601 UTC timestamp of the first start.")
     finished_at: str | None = Field(description="ISO 8601 UTC timestamp.")

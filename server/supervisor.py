@@ -343,7 +343,8 @@ class JobManager(WorkerKeeper):
                                     int(data.get("steps_done", 0)), "texture.png")
             self.writes.finish(job_id, "succeeded", data=data)
         elif kind == "failed":
-            self.writes.finish(job_id, "failed", error=str(data.get("error", "unknown error")))
+            detail = {k: data[k] for k in ("kind", "field", "problem", "fix") if data.get(k)}  # engine error fields
+            self.writes.finish(job_id, "failed", error=str(data.get("error", "unknown error")), data=detail)
         elif kind == "cancelled":
             self.writes.finish(job_id, "cancelled")
         else:

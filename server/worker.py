@@ -29,17 +29,17 @@ import threading
 import time
 import traceback
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 CANCEL_FLAG = "cancel.flag"
 #: Written by the server on a clean shutdown: checkpoint, stop, answer "suspended".
 SUSPEND_FLAG = "suspend.flag"
 PREVIEW_DIR = "previews"
 
-#: Test hooks (documented in tests/server): ``module:function`` replacing the engine's
-#: ``run_texture_job`` / ``load_prior``. Unset in normal use.
-RUNNER_ENV = "TEXBRIDGE_WORKER_RUNNER"
-LOADER_ENV = "TEXBRIDGE_WORKER_LOADER"
+from server.config import WorkerRunner
+
+if TYPE_CHECKING:  # pragma: no cover
+    from engine.mesh import MeshConfig
 
 
 def _die_with_parent(parent_pid: int) -> None:
@@ -66,27 +66,6 @@ def _die_with_parent(parent_pid: int) -> None:
 def _resolve(spec: str) -> Callable[..., Any]:
     module, _, name = spec.partition(":")
     return getattr(importlib.import_module(module), name)
-
-
-def _resolve_device(device: str) -> str:
-    if device == "auto":
-        import torch
-
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
-
-
-def _versions() -> dict[str, str]:
-    """Installed versions (package metadata: no heavy imports)."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    out: dict[str, str] = {}
-    for name in ("texbridge", "torch", "diffusers", "transformers", "numpy"):
-        try:
-            out[name] = version(name)
-        except PackageNotFoundError:  # pragma: no cover
-            pass
-    return out
 
 
 def _disk_full(exc: BaseException) -> bool:
@@ -127,23 +106,18 @@ def _write_png_atomic(path: Path, texture) -> None:
 
 
 class _Worker:
-    def __init__(self, conn, device: str):
+    def __init__(self, conn, device: str, runner: WorkerRunner, mesh_config: "MeshConfig | None"):
         self.conn = conn
         self.device = device
         self.prior = None
         self.prior_model: str | None = None
-        runner = os.environ.get(RUNNER_ENV)
-        loader = os.environ.get(LOADER_ENV)
-        if runner:
-            self.run_job = _resolve(runner)
-        else:
-            from engine.runner import run_texture_job
+        self.run_job = _resolve(runner.run_job)
+        self.load_prior = _resolve(runner.load_prior)
+        if mesh_config is None:  # only without a server (the engine's defaults)
+            from engine.mesh import MeshConfig
 
-            self.run_job = run_texture_job
-        if loader:
-            self.load_prior = _resolve(loader)
-        else:
-            self.load_prior = None  # imported on first use (engine.priors.loading)
+            mesh_config = MeshConfig()
+        self.mesh_config = mesh_config  # the server's limits (``Limits.mesh_config``), checked at submit
 
     def send(self, kind: str, data: dict[str, Any]) -> None:
         self.conn.send((kind, data))
@@ -171,31 +145,36 @@ class _Worker:
         if self.prior is not None and self.prior_model == model:
             return self.prior
         self.unload()
-        loader = self.load_prior
-        if loader is None:
-            from engine.priors.loading import load_prior as loader
-        self.prior = loader(model, self.device)
+        self.prior = self.load_prior(model, self.device)
         self.prior_model = model
         self.send("loaded", {"model": getattr(self.prior, "name", model)})
         return self.prior
 
-    def describe_failure(self, exc: Exception, user_error: type) -> str:
+    def describe_failure(self, exc: Exception, user_error: type) -> dict[str, Any]:
+        """The ``failed`` message: ``error`` (the server's wording) and, for an engine error,
+        its ``kind``, ``field``, ``problem`` and ``fix`` (``server.errors.error_body``)."""
+        from server.errors import error_body
+
         guard = _disk_space_error(exc)
         if guard is not None:  # the engine's own check ("disk full: need N MB in DIR, M MB free; ...")
-            return str(guard)
+            return error_body(guard)
+        if isinstance(exc, user_error) and not _disk_full(exc):
+            return error_body(exc)
+        return {"error": self._failure_text(exc)}
+
+    def _failure_text(self, exc: Exception) -> str:
         if _disk_full(exc):
             return f"disk full while writing the job's files ({exc}); free disk space and resubmit"
         if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
             self.unload()
             return "out of memory while running the job; use a smaller texture_size/render_size/views_per_step or free memory"
-        if isinstance(exc, user_error):
-            return str(exc)
         traceback.print_exc()
         return f"engine error: {type(exc).__name__}: {exc}"
 
     def run(self, payload: dict[str, Any]) -> None:
         from engine.errors import JobCancelled, TexbridgeError
         from engine.job import TextureJob
+        from engine.mesh import load_mesh
         from engine.runner import JobCallbacks
 
         job_dir = Path(payload["job_dir"])
@@ -233,12 +212,14 @@ class _Worker:
         try:
             job = TextureJob.from_dict(payload["spec"])
             prior = self.ensure_prior(payload["model"])
+            mesh = load_mesh(job.mesh, self.mesh_config)  # the server's limits, not the engine's defaults
             callbacks = JobCallbacks(on_progress=on_progress, on_stage=on_stage, on_preview=on_preview, should_cancel=should_cancel)
-            result = self.run_job(job, job_dir, prior=prior, callbacks=callbacks, resume=bool(payload.get("resume")))
+            result = self.run_job(job, job_dir, mesh=mesh, prior=prior, callbacks=callbacks,
+                                  resume=bool(payload.get("resume")))
         except JobCancelled:
             self.send("cancelled" if flag.exists() or not suspend.exists() else "suspended", {})
         except Exception as exc:  # every failure is reported; only the process dying is a crash
-            self.send("failed", {"error": self.describe_failure(exc, TexbridgeError)})
+            self.send("failed", self.describe_failure(exc, TexbridgeError))
         else:
             self.send(
                 "succeeded",
@@ -246,12 +227,19 @@ class _Worker:
             )
 
 
-def worker_main(conn, parent_pid: int, device: str) -> None:
-    """Entry point of the worker process (spawned)."""
+def worker_main(conn, parent_pid: int, device: str, runner: WorkerRunner | None = None,
+                mesh_config: "MeshConfig | None" = None) -> None:
+    """Entry point of the worker process (spawned): ``runner`` and ``mesh_config`` come from
+    the server's config (``ServerConfig.runner``, ``Limits.mesh_config()``)."""
+    from engine.environment import resolve_device, versions
+
     _die_with_parent(parent_pid)
-    resolved = _resolve_device(device)
-    worker = _Worker(conn, resolved)
-    worker.send("hello", {"device": resolved, "versions": _versions(), "pid": os.getpid()})
+    try:
+        resolved = str(resolve_device(device))
+    except Exception:  # e.g. cuda asked for without CUDA: each job then fails with the engine's message
+        resolved = device
+    worker = _Worker(conn, resolved, runner or WorkerRunner(), mesh_config)
+    worker.send("hello", {"device": resolved, "versions": versions(), "pid": os.getpid()})
     while True:
         try:
             kind, data = conn.recv()

@@ -1,5 +1,5 @@
-"""The server's side of the worker process: spawning and killing it, naming how it died,
-and what a stopped job left in its folder."""
+"""The server's side of the worker process: spawning and killing it, and naming how it died.
+(What a stopped job left in its folder is ``engine.jobfolder.JobFolder``'s to answer.)"""
 
 from __future__ import annotations
 
@@ -8,20 +8,12 @@ import multiprocessing
 import os
 import signal
 import time
-from pathlib import Path
 from typing import Any
 
+from server.config import ServerConfig
 from server.worker import worker_main
 
 log = logging.getLogger("texbridge.server")
-
-
-def has_checkpoint(job_dir: Path) -> bool:
-    """True when the runner left a complete checkpoint (``checkpoints/latest.*``, not a temp file)."""
-    folder = job_dir / "checkpoints"
-    if not folder.is_dir():
-        return False
-    return any(p.name.startswith("latest.") and not p.name.endswith(".tmp") and p.is_file() for p in folder.iterdir())
 
 
 def describe_exit(code: int | None) -> str:
@@ -40,10 +32,11 @@ def describe_exit(code: int | None) -> str:
 class WorkerHandle:
     """One spawned worker process and the server's end of its pipe."""
 
-    def __init__(self, device: str):
+    def __init__(self, config: ServerConfig):
         ctx = multiprocessing.get_context("spawn")
         self.conn, child = ctx.Pipe()
-        self.proc = ctx.Process(target=worker_main, args=(child, os.getpid(), device), name="texbridge-worker", daemon=True)
+        args = (child, os.getpid(), config.device, config.runner, config.limits.mesh_config())
+        self.proc = ctx.Process(target=worker_main, args=args, name="texbridge-worker", daemon=True)
         self.proc.start()
         child.close()
 
@@ -78,7 +71,7 @@ class WorkerKeeper:
         if self._worker is None or not self._worker.proc.is_alive():
             if self._worker is not None:
                 self._worker.kill()
-            self._worker = WorkerHandle(self.config.device)
+            self._worker = WorkerHandle(self.config)
         return self._worker
 
     def _ensure_worker_or_none(self) -> None:
@@ -100,7 +93,7 @@ class WorkerKeeper:
             w.kill()
             self.loaded_model = None
         try:
-            self._worker = WorkerHandle(self.config.device)
+            self._worker = WorkerHandle(self.config)
         except OSError as exc:
             log.warning("cannot start a worker process (%s); the next job starts one", exc)
             self._worker = None
