@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import bpy
 
-from . import connection, jobs
+from . import client, connection, jobs
 
 
 @dataclass(frozen=True)
@@ -67,7 +67,7 @@ def compute_status(context: bpy.types.Context) -> Status:
 
 
 def _progress_text(rec: jobs.JobRecord) -> str:
-    if rec.state == "queued" and not rec.step:
+    if rec.state == client.QUEUED and not rec.step:
         return "queued on the engine"
     eta = f", ETA {_fmt_eta(rec.eta_s)}" if rec.eta_s else ""
     stage = _stage_label(rec)
@@ -76,10 +76,10 @@ def _progress_text(rec: jobs.JobRecord) -> str:
 
 def _stage_label(rec: jobs.JobRecord) -> str:
     """Bridge runs an SDS warm-up (stage 1) then the calibrated bridge (stage 2)."""
-    if rec.stage in ("", "0"):
+    if not rec.stage:
         return ""
     if rec.spec.get("method", "bridge") == "bridge" and not rec.spec.get("edit_source_prompt"):
-        return {"1": "stage 1/2 warm-up", "2": "stage 2/2 bridge"}.get(rec.stage, f"stage {rec.stage}")
+        return {1: "stage 1/2 warm-up", 2: "stage 2/2 bridge"}.get(rec.stage, f"stage {rec.stage}")
     return f"stage {rec.stage}"
 
 
@@ -116,8 +116,12 @@ def draw_panel(layout, context) -> Status:
         col.prop(s, "recipe")
         col.prop(s, "views")
         col.prop(s, "steps")
-        col.prop(s, "render_size")
         col.prop(s, "preview_every")
+        row = box.row(align=True)
+        row.prop(s, "use_custom_render_size")
+        sub = row.row()
+        sub.enabled = s.use_custom_render_size
+        sub.prop(s, "render_size")
         row = box.row(align=True)
         row.prop(s, "use_custom_cfg")
         sub = row.row()

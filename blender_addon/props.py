@@ -4,7 +4,7 @@
 JSON (engine/job.py, schema_version 1); the add-on never imports the engine, so the
 field names and choices are repeated here, the server validates them, and
 ``tests/addon/test_spec_drift.py`` fails when they drift from the engine's.
-Settings left at "auto" / 0 / empty are not sent, so the engine's recipe and the
+Settings left at "auto" / 0 / empty / not custom are not sent, so the engine's recipe and the
 model's view choices apply.
 """
 
@@ -62,8 +62,10 @@ class TexbridgeSettings(bpy.types.PropertyGroup):
     preset: EnumProperty(name="Quality", items=PRESET_ITEMS, default="BALANCED", update=_apply_preset,
                          description="Sets steps and render size (editable under Advanced)")
     steps: IntProperty(name="Steps", default=600, min=1, max=100000)
-    render_size: IntProperty(name="Render size", default=0, min=0, max=4096, subtype="PIXEL",
-                             description="Rendered view side; 0 = the model's choice (512 for SD, 64 for the embedded model)")
+    use_custom_render_size: BoolProperty(name="Custom render size", default=False,
+                                         description="Off: the model's choice (512 for SD, 64 for the embedded model)")
+    render_size: IntProperty(name="Render size", default=512, min=16, max=4096, subtype="PIXEL",
+                             description="Rendered view side in pixels")
     recipe: EnumProperty(name="Recipe", items=RECIPE_ITEMS, default="auto",
                          description="Optimization preset (CFG, stage switch, t annealing, learning rate)")
     views: EnumProperty(name="Views", items=VIEWS_ITEMS, default="auto", description="Which cameras the optimization renders")
@@ -80,7 +82,7 @@ class TexbridgeSettings(bpy.types.PropertyGroup):
     target_modifier: StringProperty(name="Target modifier", default="",
                                     description="Bridge target suffix; empty = the recipe's")
     model: StringProperty(name="Model", default="auto", description="auto, or a model the engine was started with")
-    preview_every: IntProperty(name="Preview every", default=10, min=1, description="Steps between live previews")
+    preview_every: IntProperty(name="Preview every", default=10, min=1, max=1_000_000, description="Steps between live previews")
     refine_prompt: StringProperty(name="Edit", description="How to change the current texture", default="")
     refine_selected_only: BoolProperty(name="Selected faces only", default=False,
                                        description="Refine only the faces selected in Edit Mode")
@@ -110,7 +112,7 @@ def spec_from_settings(s: TexbridgeSettings, prompt: str | None = None) -> dict[
         "model": s.model.strip() or "auto",
         "preview_every": int(s.preview_every),
     }
-    if s.render_size > 0:
+    if s.use_custom_render_size:
         spec["render_size"] = int(s.render_size)
     for name in ("source_modifier", "target_modifier"):
         if getattr(s, name).strip():

@@ -15,10 +15,14 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass
+from enum import Enum
 from typing import Any
 
 from engine.cameras import ViewMode
-from engine.errors import SpecError, parse_choice
+from engine import jobschema
+from engine.errors import SpecError
+from engine.jobschema import spec_field
+from engine.raster.backend import RasterBackend
 from engine.guidance.method import GuidanceMethod
 from engine.guidance.config import GuidanceConfig, default_cfg
 from engine.guidance.recipe import Recipe, RecipeValues, recipe_values
@@ -30,7 +34,7 @@ from engine.guidance.config import PAPER_SOURCE_MODIFIER, PAPER_TARGET_MODIFIER 
 
 MAX_TEXTURE_SIZE = 8192
 DEVICES = ("auto", "cpu", "cuda")
-BACKENDS = ("auto", "numba", "nvdiffrast")
+BACKENDS = tuple(b.value for b in RasterBackend)
 
 
 def _is_pow2(n: int) -> bool:
@@ -39,98 +43,65 @@ def _is_pow2(n: int) -> bool:
 
 @dataclass(frozen=True)
 class TextureJob:
-    """One texturing job.
-
-    Fields:
-        prompt: what the texture should depict (non-empty).
-        mesh: path of the mesh file (OBJ, GLB/glTF, PLY, or ``.npz`` arrays). The server
-            fills it with the uploaded file's path inside the job folder.
-        method: guidance method; ``bridge`` (the paper's) by default.
-        recipe: ``auto`` (the measured best for the prior), ``paper-2d`` or ``paper-3d``:
-            the defaults of the optimization settings below (``engine.guidance.recipe``).
-        steps: optimization steps (paper: 1000).
-        stage_two_start: step at which Bridge switches from SDS warm-up to the calibrated
-            bridge; ``None`` = the recipe's fraction of the steps (paper-2d: 50%, paper-3d:
-            80%). Ignored by sds/nfsd.
-        cfg_scale: classifier-free guidance scale; ``None`` = the recipe's (paper-2d 40,
-            paper-3d 100; NFSD always 7.5 unless set).
-        source_modifier / target_modifier: the bridge's calibrated prompt suffixes; ``None``
-            = the recipe's (the paper's).
-        edit_source_prompt: refine mode. A description of the current texture; the bridge
-            then runs from step 0 with src = this and tgt = ``prompt`` (the edit).
-        init_texture: refine mode. Path of a PNG to start from (else mid-gray).
-        learning_rate: AdamW learning rate; ``None`` = the recipe's (paper: 0.01).
-        texture_size: texture side in texels, a power of two, 64..8192.
-        render_size: side of the rendered views in pixels (resized to the prior's resolution);
-            ``None`` = the prior's choice (512 for SD, 64 for the embedded prior).
-        views: ``auto`` (the prior's choice), ``orbit`` (whole-object views) or ``closeup``
-            (the surface fills the frame); see ``engine.cameras.ViewMode``.
-        views_per_step: views rendered per step; ``None`` = 4 on a GPU, 1 on a CPU.
-        seed: RNG seed; a CPU run is deterministic for a seed.
-        model: ``auto``, ``embedded``, a hub id, a diffusers folder or a ``.safetensors`` file.
-        device: ``auto`` | ``cpu`` | ``cuda``.
-        backend: rasterizer ``auto`` | ``numba`` | ``nvdiffrast``.
-        view_dependent_prompts: append "front view" / "side view" / ... by camera angle.
-        checkpoint_every / preview_every: steps between checkpoints / preview snapshots.
+    """One texturing job. Each field's ``help`` (below) is its documentation, and the same
+    declaration generates its CLI flag, its JSON Schema entry (HTTP API, ``docs/openapi.json``)
+    and its validation (``engine.jobschema``). ``None`` means a derived default (the recipe's or
+    the prior's); ``resolve()`` fills them in and ``job.json`` records the result.
     """
 
-    prompt: str
-    mesh: str | None = None
-    method: GuidanceMethod = GuidanceMethod.BRIDGE
-    recipe: Recipe = Recipe.AUTO
-    steps: int = 1000
-    stage_two_start: int | None = None
-    cfg_scale: float | None = None
-    source_modifier: str | None = None
-    target_modifier: str | None = None
-    edit_source_prompt: str | None = None
-    init_texture: str | None = None
-    learning_rate: float | None = None
-    texture_size: int = 1024
-    render_size: int | None = None
-    views: ViewMode = ViewMode.AUTO
-    views_per_step: int | None = None
-    seed: int = 0
-    model: str = "auto"
-    device: str = "auto"
-    backend: str = "auto"
-    view_dependent_prompts: bool = True
-    checkpoint_every: int = 50
-    preview_every: int = 10
+    prompt: str = spec_field(help="what the texture should depict (non-empty)", cli=False)
+    mesh: str | None = spec_field(None, cli=False, help="mesh file: OBJ, GLB/glTF, PLY or .npz arrays "
+                                  "(the server fills in the uploaded file's path)")
+    method: GuidanceMethod = spec_field(GuidanceMethod.BRIDGE, choices=GuidanceMethod,
+                                        help="guidance method; bridge is the paper's")
+    recipe: Recipe = spec_field(Recipe.AUTO, choices=Recipe,
+                                help="optimization preset: auto (measured best for the model), paper-2d, "
+                                     "paper-3d (the SDS-Bridge authors'), embedded; see engine/guidance/recipe.py")
+    steps: int = spec_field(1000, lo=1, hi=1_000_000, help="optimization steps (paper: 1000)")
+    stage_two_start: int | None = spec_field(
+        None, lo=0, default_text="the recipe's fraction of the steps (paper-2d 50%, paper-3d 80%)",
+        help="step where Bridge switches from its SDS warm-up to the calibrated bridge (ignored by sds/nfsd)")
+    cfg_scale: float | None = spec_field(None, lo=0.0, hi=1000.0, flag="cfg",
+                                         default_text="the recipe's (paper-2d 40, paper-3d 100; nfsd 7.5)",
+                                         help="classifier-free guidance scale")
+    source_modifier: str | None = spec_field(None, default_text="the recipe's (the paper's)",
+                                             help="bridge source prompt suffix")
+    target_modifier: str | None = spec_field(None, default_text="the recipe's (the paper's)",
+                                             help="bridge target prompt suffix")
+    edit_source_prompt: str | None = spec_field(None, default_text="none",
+                                                help="refine: describes the current texture; the bridge runs from "
+                                                     "step 0 with src = this and tgt = the prompt (the edit)")
+    init_texture: str | None = spec_field(None, default_text="mid-grey", help="refine: PNG texture to start from")
+    learning_rate: float | None = spec_field(None, lo=0.0, hi=10.0, lo_open=True, flag="lr",
+                                             default_text="the recipe's (paper 0.01)", help="AdamW learning rate")
+    texture_size: int = spec_field(1024, lo=64, hi=MAX_TEXTURE_SIZE, help="texture side in texels, a power of two")
+    render_size: int | None = spec_field(None, lo=16, hi=4096, default_text="the model's (512 SD, 64 embedded)",
+                                         help="rendered view side in pixels (resized to the model's resolution)")
+    views: ViewMode = spec_field(ViewMode.AUTO, choices=ViewMode,
+                                 help="cameras: auto (the model's choice), orbit (whole object), closeup (surface fills the frame)")
+    views_per_step: int | None = spec_field(None, lo=1, hi=64, default_text="4 on a GPU, 1 on a CPU",
+                                            help="views rendered per step")
+    seed: int = spec_field(0, lo=0, hi=2**63 - 1, help="random seed; a CPU run is deterministic for a seed")
+    model: str = spec_field("auto", help="auto | embedded | hub id | diffusers folder | .safetensors file")
+    device: str = spec_field("auto", choices=DEVICES, help="device the job runs on")
+    backend: str = spec_field("auto", choices=BACKENDS, help="rasterizer")
+    view_dependent_prompts: bool = spec_field(True, negate_flag="no_view_prompts",
+                                              help='append "front view" / "side view" / ... by camera angle')
+    checkpoint_every: int = spec_field(50, lo=1, hi=1_000_000, help="steps between checkpoints")
+    preview_every: int = spec_field(10, lo=1, hi=1_000_000, help="steps between progress snapshots")
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "method", parse_choice(GuidanceMethod, self.method, "method"))
-        object.__setattr__(self, "recipe", parse_choice(Recipe, self.recipe, "recipe"))
-        object.__setattr__(self, "views", parse_choice(ViewMode, self.views, "views"))
-        for name in ("source_modifier", "target_modifier"):
-            if getattr(self, name) is not None and not isinstance(getattr(self, name), str):
-                raise SpecError(f"{name} must be a string (or null for the recipe's)")
-        if not isinstance(self.prompt, str) or not self.prompt.strip():
+        for fs in jobschema.fields(type(self)):  # types, choices and ranges: from the field metadata
+            object.__setattr__(self, fs.name, jobschema.check_value(fs, getattr(self, fs.name)))
+        if not self.prompt.strip():
             raise SpecError("prompt is empty; give a text prompt such as --prompt 'red brick wall'")
-        _int_range("steps", self.steps, 1, 1_000_000)
-        if self.stage_two_start is not None:
-            _int_range("stage_two_start", self.stage_two_start, 0, self.steps)
-        if self.cfg_scale is not None and not (0.0 <= float(self.cfg_scale) <= 1000.0):
-            raise SpecError(f"cfg_scale={self.cfg_scale} is out of range; allowed: 0..1000 (or null for the method default)")
-        if self.learning_rate is not None and not (0.0 < float(self.learning_rate) <= 10.0):
-            raise SpecError(f"learning_rate={self.learning_rate} is out of range; allowed: (0, 10]")
-        _int_range("texture_size", self.texture_size, 64, MAX_TEXTURE_SIZE)
+        if self.stage_two_start is not None and self.stage_two_start > self.steps:
+            raise SpecError(f"stage_two_start={self.stage_two_start} is out of range; allowed: 0..{self.steps} (the steps)")
         if not _is_pow2(self.texture_size):
             raise SpecError(
                 f"texture_size={self.texture_size} is not a power of two; allowed: 64, 128, 256, 512, 1024, 2048, 4096, 8192"
             )
-        if self.render_size is not None:
-            _int_range("render_size", self.render_size, 16, 4096)
-        if self.views_per_step is not None:
-            _int_range("views_per_step", self.views_per_step, 1, 64)
-        _int_range("seed", self.seed, 0, 2**63 - 1)
-        _int_range("checkpoint_every", self.checkpoint_every, 1, 1_000_000)
-        _int_range("preview_every", self.preview_every, 1, 1_000_000)
-        if self.device not in DEVICES:
-            raise SpecError(f"device={self.device!r} is not allowed; allowed: {', '.join(DEVICES)}")
-        if self.backend not in BACKENDS:
-            raise SpecError(f"backend={self.backend!r} is not allowed; allowed: {', '.join(BACKENDS)}")
-        if not isinstance(self.model, str) or not self.model.strip():
+        if not self.model.strip():
             raise SpecError("model is empty; allowed: auto, embedded, a hub id, a diffusers folder or a .safetensors file")
 
     # -- derived values -------------------------------------------------------------
@@ -159,10 +130,7 @@ class TextureJob:
 
     # -- JSON -------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["method"] = self.method.value
-        d["recipe"] = self.recipe.value
-        d["views"] = self.views.value
+        d = {k: v.value if isinstance(v, Enum) else v for k, v in dataclasses.asdict(self).items()}
         d["schema_version"] = SCHEMA_VERSION
         return d
 
@@ -231,10 +199,3 @@ class ResolvedJob:
                 "stage_two_start": self.stage_two_start if self.job.method is GuidanceMethod.BRIDGE else None,
                 "stage_two_scale": g.bridge_scale, "anneal_after_step": g.anneal_after_step,
                 "views": self.views.value, "render_size": self.render_size}
-
-
-def _int_range(name: str, value: Any, lo: int, hi: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise SpecError(f"{name}={value!r} must be an integer in {lo}..{hi}")
-    if not (lo <= value <= hi):
-        raise SpecError(f"{name}={value} is out of range; allowed: {lo}..{hi}")

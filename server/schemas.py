@@ -2,11 +2,30 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, Optional
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from engine import jobstate
+from engine import jobschema
+from engine.job import SCHEMA_VERSION, TextureJob
+
+
+def _spec_model() -> type[BaseModel]:
+    """The spec's pydantic model, generated from ``TextureJob``'s field metadata
+    (``engine.jobschema``): adding a job field adds it here and to docs/openapi.json."""
+    defs: dict[str, Any] = {"schema_version": (Literal[SCHEMA_VERSION], Field(SCHEMA_VERSION, description="Spec schema version."))}
+    for fs in jobschema.fields(TextureJob):
+        kind: Any = Literal[fs.choices] if fs.choices is not None else fs.kind
+        bounds = {("gt" if fs.lo_open else "ge"): fs.lo} if fs.lo is not None else {}
+        if fs.hi is not None:
+            bounds["le"] = fs.hi
+        default = ... if fs.required else fs.default_value
+        defs[fs.name] = (Optional[kind] if fs.nullable else kind, Field(default, description=fs.description, **bounds))
+    return create_model("TextureJobSpec", __config__=ConfigDict(extra="forbid"),
+                        __doc__="A TextureJob (engine/job.py) in its JSON form.", **defs)
+
+
+TextureJobSpec = _spec_model()
 
 
 class ErrorBody(BaseModel):
@@ -15,7 +34,7 @@ class ErrorBody(BaseModel):
 
 class Job(BaseModel):
     id: str = Field(description="Server-generated id: 32 lower-case hex digits.")
-    state: Literal[jobstate.WORDS]  # type: ignore[valid-type]  # engine.jobstate.JobState's words
+    state: Literal["queued", "running", "succeeded", "failed", "cancelled"]
     created_at: str | None = Field(description="ISO 8601 UTC timestamp.")
     started_at: str | None = Field(description="ISO 8601 UTC timestamp of the first start.")
     finished_at: str | None = Field(description="ISO 8601 UTC timestamp.")
@@ -24,7 +43,7 @@ class Job(BaseModel):
     stage: int = Field(description="0 before the first step; 1 = SDS warm-up, 2 = bridge.")
     preview_version: int = Field(description="Latest texture version (0 = none yet).")
     error: str | None
-    spec: dict[str, Any] = Field(description="The TextureJob JSON as the server will run it.")
+    spec: TextureJobSpec = Field(description="The TextureJob JSON as the server will run it.")
     attempts: int = Field(description="How many times the job has been started (retries and resumes count).")
 
 

@@ -14,57 +14,19 @@ import sys
 import time
 from pathlib import Path
 
+from engine import jobschema
 from engine.errors import SpecError
-from engine.cameras import ViewMode
-from engine.guidance.method import GuidanceMethod
-from engine.guidance.recipe import Recipe
-from engine.job import BACKENDS, DEVICES, TextureJob
-
-#: CLI flag -> TextureJob field, for the options both ``texture`` and ``batch`` take.
-JOB_FLAGS = {
-    "method": "method", "recipe": "recipe", "views": "views", "steps": "steps", "stage_two_start": "stage_two_start", "cfg": "cfg_scale",
-    "lr": "learning_rate", "texture_size": "texture_size", "render_size": "render_size",
-    "views_per_step": "views_per_step", "seed": "seed", "model": "model", "device": "device",
-    "backend": "backend", "edit_source_prompt": "edit_source_prompt", "init_texture": "init_texture",
-    "checkpoint_every": "checkpoint_every", "preview_every": "preview_every",
-    "source_modifier": "source_modifier", "target_modifier": "target_modifier",
-}
-
+from engine.job import TextureJob
 
 def add_job_arguments(p: argparse.ArgumentParser) -> None:
-    """Options that map onto ``TextureJob`` fields (defaults: the job's, i.e. the paper's)."""
-    g = p.add_argument_group("job (defaults come from --recipe; see engine/job.py)")
-    g.add_argument("--method", choices=[m.value for m in GuidanceMethod], help="guidance method (default bridge)")
-    g.add_argument("--recipe", type=str.lower, choices=[r.value for r in Recipe],
-                   help="optimization preset: auto (measured best for the model), paper-2d, paper-3d, embedded (default auto)")
-    g.add_argument("--views", type=str.lower, choices=[v.value for v in ViewMode],
-                   help="cameras: auto (the model's choice), orbit, closeup (default auto)")
-    g.add_argument("--steps", type=int, help="optimization steps (default 1000)")
-    g.add_argument("--stage-two-start", type=int, help="bridge stage-2 step (default: the recipe's fraction of the steps)")
-    g.add_argument("--cfg", type=float, help="CFG scale (default: the recipe's; 7.5 for nfsd)")
-    g.add_argument("--lr", type=float, help="AdamW learning rate (default: the recipe's)")
-    g.add_argument("--texture-size", type=int, help="texture side, power of two 64..8192 (default 1024)")
-    g.add_argument("--render-size", type=int, help="rendered view side in pixels (default: the model's, 512 for SD, 64 embedded)")
-    g.add_argument("--views-per-step", type=int, help="views per step (default 4 on GPU, 1 on CPU)")
-    g.add_argument("--seed", type=int, help="random seed (default 0)")
-    g.add_argument("--model", help="auto | embedded | hub id | diffusers folder | .safetensors file (default auto)")
-    g.add_argument("--device", choices=DEVICES, help="default auto")
-    g.add_argument("--backend", choices=BACKENDS, help="rasterizer (default auto)")
-    g.add_argument("--edit-source-prompt", help="refine: describes the current texture (bridge src)")
-    g.add_argument("--init-texture", help="refine: PNG to start from")
-    g.add_argument("--source-modifier", help="bridge source suffix (default: the recipe's)")
-    g.add_argument("--target-modifier", help="bridge target suffix (default: the recipe's)")
-    g.add_argument("--no-view-prompts", action="store_true", help="no front/side/back view suffixes")
-    g.add_argument("--checkpoint-every", type=int, help="steps between checkpoints (default 50)")
-    g.add_argument("--preview-every", type=int, help="steps between progress snapshots (default 10)")
+    """The options that map onto ``TextureJob`` fields, generated from its field metadata
+    (``engine.jobschema``): names, choices, help text and defaults all come from there."""
+    jobschema.add_job_arguments(p, TextureJob)
 
 
 def job_overrides(args: argparse.Namespace) -> dict:
     """The job fields given on the command line."""
-    out = {field: getattr(args, flag) for flag, field in JOB_FLAGS.items() if getattr(args, flag, None) is not None}
-    if getattr(args, "no_view_prompts", False):
-        out["view_dependent_prompts"] = False
-    return out
+    return jobschema.job_overrides(args, TextureJob)
 
 
 def add_parser(subparsers) -> None:
@@ -186,7 +148,6 @@ def _log_lines(total: int, desc: str, stream, interval_s: float, clock):
 def configure_logging() -> None:
     """Warnings as ``warning: ...`` lines; library chatter (transformers/diffusers) off."""
     import os
-    from engine.jobfolder import JobFolder
 
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
@@ -194,6 +155,7 @@ def configure_logging() -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from engine.jobfolder import JobFolder
     from engine.runner import run_texture_job
 
     configure_logging()

@@ -18,7 +18,7 @@ from PIL import Image as PILImage
 from tests.addon.blender_helpers import StubLayout, activate, add_monkey
 from tests.addon.engine_server import EngineProcess
 
-TINY = dict(steps=8, render_size=64, texture_size="64", preview_every=2, seed=3)
+TINY = dict(steps=8, use_custom_render_size=True, render_size=64, texture_size="64", preview_every=2, seed=3)
 TIMEOUT = 400.0  # the first job loads the model and JIT-compiles the rasterizer; a shared CPU is slow
 
 

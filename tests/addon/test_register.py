@@ -35,7 +35,7 @@ def test_register_unregister_twice(bpy_mod):
             assert bpy.context.scene.texbridge.method == "bridge"
             assert bpy.context.scene.texbridge.steps == 600  # Balanced preset
             bpy.context.scene.texbridge.preset = "BEST"
-            assert (bpy.context.scene.texbridge.steps, bpy.context.scene.texbridge.render_size) == (1000, 0)
+            assert (bpy.context.scene.texbridge.steps, bpy.context.scene.texbridge.use_custom_render_size) == (1000, False)
             bpy.context.scene.texbridge.preset = "BALANCED"
         finally:
             blender_addon.unregister()

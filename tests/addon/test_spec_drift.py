@@ -23,6 +23,49 @@ def test_addon_choices_match_the_engine(addon, scene):
     assert all(64 <= n <= MAX_TEXTURE_SIZE and n & (n - 1) == 0 for n in sizes)
 
 
+#: panel properties whose "not set" value is a sentinel the add-on does not send (the engine's
+#: default then applies), and "steps", which the quality preset sets.
+SENTINELS = {"render_size": None, "stage_two_start": 0, "source_modifier": "", "target_modifier": "", "cfg_scale": None,
+             "steps": None, "prompt": ""}
+
+
+def test_every_panel_field_matches_the_engine_schema(addon, scene):
+    """Each panel property named like a TextureJob field has the engine's choices, a range inside
+    the engine's, and the engine's default (engine.jobschema); new fields are checked too."""
+    from blender_addon import props
+    from engine import jobschema
+    from engine.job import TextureJob
+
+    rna = props.TexbridgeSettings.bl_rna.properties
+    schema = {fs.name: fs for fs in jobschema.fields(TextureJob)}
+    checked = []
+    for name in rna.keys():
+        fs = schema.get(name)
+        if fs is None:
+            continue
+        p = rna[name]
+        checked.append(name)
+        if p.type == "ENUM":
+            ids = [i.identifier for i in p.enum_items]
+            if fs.choices is not None:
+                assert sorted(ids) == sorted(fs.choices), name
+            else:  # a number offered as a list (texture size)
+                assert all(fs.lo <= int(i) <= fs.hi for i in ids), name
+        if p.type in ("INT", "FLOAT"):
+            low = p.hard_min if SENTINELS.get(name) != p.hard_min else p.hard_min + 1
+            assert fs.lo is None or low >= fs.lo, (name, p.hard_min, fs.lo)
+            assert fs.hi is None or p.hard_max <= fs.hi, (name, p.hard_max, fs.hi)
+        if name in SENTINELS:
+            assert SENTINELS[name] is None or p.default == SENTINELS[name], name
+        elif not fs.required:
+            engine_default = fs.default_value
+            default = p.default
+            if p.type == "ENUM" and fs.choices is None:
+                default = int(default)
+            assert default == engine_default, (name, default, engine_default)
+    assert {"method", "recipe", "views", "steps", "texture_size", "seed", "model", "cfg_scale"} <= set(checked)
+
+
 def test_default_panel_spec_is_the_engine_default_job(addon, scene):
     """The panel's untouched settings submit a job that resolves like the engine's defaults."""
     from blender_addon import props
@@ -46,11 +89,22 @@ def test_recipe_and_views_reach_the_spec(addon, scene):
 
     s = scene.context.scene.texbridge
     s.prompt = "blue tiles"
-    s.recipe, s.views, s.render_size, s.target_modifier = "paper-3d", "closeup", 96, ", sharp"
+    s.recipe, s.views, s.use_custom_render_size, s.render_size, s.target_modifier = "paper-3d", "closeup", True, 96, ", sharp"
     try:
         spec = props.spec_from_settings(s)
         assert (spec["recipe"], spec["views"], spec["render_size"], spec["target_modifier"]) == ("paper-3d", "closeup", 96, ", sharp")
         assert "source_modifier" not in spec
     finally:
-        for name in ("recipe", "views", "render_size", "target_modifier", "prompt"):
+        for name in ("recipe", "views", "use_custom_render_size", "render_size", "target_modifier", "prompt"):
             s.property_unset(name)
+
+
+def test_addon_state_words_match_the_engine(addon):
+    """One state vocabulary: the add-on's copy of ``engine.jobstate.JobState``'s words."""
+    from blender_addon import client, jobs
+    from engine.jobstate import TERMINAL, WORDS, JobState
+
+    assert client.JOB_STATES == WORDS
+    assert (client.QUEUED, client.RUNNING, client.SUCCEEDED, client.FAILED, client.CANCELLED) == tuple(JobState)
+    assert set(client.TERMINAL_EVENTS) == TERMINAL
+    assert set(jobs.ACTIVE_STATES) == {s.value for s in JobState if not s.terminal}

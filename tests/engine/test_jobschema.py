@@ -1,0 +1,94 @@
+"""The spec schema has one source, ``TextureJob``'s field metadata (engine/jobschema.py).
+
+The main test adds a field to a copy of engine/job.py, and nothing else, and finds it in
+``texbridge texture --help``, in the OpenAPI document and in a real job's ``job.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from engine import jobschema
+from engine.errors import SpecError
+from engine.job import TextureJob
+
+REPO = Path(__file__).resolve().parents[2]
+DUMMY = '    dummy_knob: int = spec_field(3, lo=0, hi=9, help="a dummy knob for the schema test")\n'
+
+
+def _copy_with_dummy_field(dst: Path) -> Path:
+    for pkg in ("engine", "server"):
+        shutil.copytree(REPO / pkg, dst / pkg, ignore=shutil.ignore_patterns("__pycache__"))
+    job_py = dst / "engine" / "job.py"
+    lines = job_py.read_text().splitlines(keepends=True)
+    at = next(i for i, line in enumerate(lines) if line.startswith("    preview_every: int = spec_field("))
+    lines.insert(at + 1, DUMMY)
+    job_py.write_text("".join(lines))
+    return dst
+
+
+def _run(tree: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(tree), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, *args], cwd=tree, env=env, capture_output=True, text=True, timeout=600)
+
+
+def test_a_new_field_reaches_the_cli_the_openapi_document_and_job_json(tmp_path):
+    tree = _copy_with_dummy_field(tmp_path / "tree")
+    helped = _run(tree, "-m", "engine.cli", "texture", "--help")
+    assert helped.returncode == 0, helped.stderr
+    assert "--dummy-knob N" in helped.stdout and "a dummy knob for the schema test (0..9; default: 3)" in " ".join(helped.stdout.split())
+
+    doc = _run(tree, "-c", "import json; from server.app import openapi_document; print(json.dumps(openapi_document()))")
+    assert doc.returncode == 0, doc.stderr
+    knob = json.loads(doc.stdout)["components"]["schemas"]["TextureJobSpec"]["properties"]["dummy_knob"]
+    assert (knob["type"], knob["default"], knob["minimum"], knob["maximum"]) == ("integer", 3, 0, 9)
+
+    out = tmp_path / "job"
+    ran = _run(tree, "-m", "engine.cli", "texture", str(REPO / "engine" / "assets" / "sample_mesh.obj"), "--prompt",
+               "red bricks", "--model", "embedded", "--device", "cpu", "--steps", "1", "--texture-size", "64",
+               "--dummy-knob", "7", "--out", str(out), "--quiet")
+    assert ran.returncode == 0, ran.stderr
+    assert json.loads((out / "job.json").read_text())["spec"]["dummy_knob"] == 7
+
+    bad = _run(tree, "-m", "engine.cli", "texture", "m.obj", "--prompt", "x", "--dummy-knob", "12", "--quiet")
+    assert bad.returncode == 2 and "dummy_knob=12 is out of range; allowed: 0..9" in bad.stderr
+
+
+def test_every_field_is_declared_with_its_schema():
+    names = [fs.name for fs in jobschema.fields(TextureJob)]
+    assert names[:2] == ["prompt", "mesh"] and len(names) == len(set(names))
+    assert all(fs.help for fs in jobschema.fields(TextureJob))
+
+
+def test_generated_flags_parse_into_job_fields():
+    p = argparse.ArgumentParser()
+    jobschema.add_job_arguments(p, TextureJob)
+    args = p.parse_args(["--cfg", "12.5", "--lr", "0.05", "--recipe", "PAPER-3D", "--no-view-prompts", "--steps", "40"])
+    over = jobschema.job_overrides(args, TextureJob)
+    assert over == {"cfg_scale": 12.5, "learning_rate": 0.05, "recipe": "paper-3d", "view_dependent_prompts": False,
+                    "steps": 40}
+    job = TextureJob(prompt="x", **over)
+    assert job.recipe.value == "paper-3d" and job.view_dependent_prompts is False
+    assert jobschema.job_overrides(p.parse_args([]), TextureJob) == {}
+
+
+@pytest.mark.parametrize("fields, message", [
+    ({"cfg_scale": "high"}, "cfg_scale='high' must be a number in 0..1000"),
+    ({"view_dependent_prompts": "yes"}, "view_dependent_prompts='yes' must be true or false"),
+    ({"backend": "opengl"}, "allowed: auto, numba, nvdiffrast"),
+    ({"views": "top"}, "allowed: auto, orbit, closeup"),
+    ({"steps": None}, "steps must not be null"),
+    ({"render_size": 8}, "allowed: 16..4096"),
+])
+def test_the_one_validator_names_what_is_allowed(fields, message):
+    with pytest.raises(SpecError) as err:
+        TextureJob(prompt="x", **fields)
+    assert message in str(err.value)
