@@ -1,8 +1,8 @@
 """A zero-work runner for ``benchmarks/server_throughput.py`` (not used by the tests).
 
 The benchmark measures the server itself (queue, store, event streaming), so its worker is
-pointed at this module through the worker's test hooks ``TEXBRIDGE_WORKER_RUNNER/LOADER``
-(see ``server/worker.py``): the real engine cannot run a step in zero time. It follows the
+pointed at this module through the server config's ``runner`` field (``RUNNER``; see
+``server.config.WorkerRunner``): the real engine cannot run a step in zero time. It follows the
 runner's callback contract (progress every step, a preview every ``preview_every``) and
 writes the final ``texture.png``.
 """
@@ -14,11 +14,9 @@ from pathlib import Path
 import numpy as np
 
 from engine.runner import JobResult, ProgressEvent
+from server.config import WorkerRunner
 
-ENV = {
-    "TEXBRIDGE_WORKER_RUNNER": "benchmarks.null_engine:run_texture_job",
-    "TEXBRIDGE_WORKER_LOADER": "benchmarks.null_engine:load_prior",
-}
+RUNNER = WorkerRunner(run_job="benchmarks.null_engine:run_texture_job", load_prior="benchmarks.null_engine:load_prior")
 
 
 class NullPrior:

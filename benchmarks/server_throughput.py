@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.null_engine import ENV as NULL_ENGINE  # noqa: E402
+from benchmarks.null_engine import RUNNER as NULL_ENGINE  # noqa: E402
 from tests.server.conftest import TINY_SPEC, EngineServer, read_events, submit  # noqa: E402
 
 
@@ -29,7 +29,7 @@ def main() -> int:
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
-        srv = EngineServer(Path(tmp), "null-model", env=NULL_ENGINE).start()
+        srv = EngineServer(Path(tmp), "null-model", runner=NULL_ENGINE).start()
         startup = time.perf_counter() - t0
         try:
             with srv.client() as c:

@@ -92,7 +92,8 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise SpecError(f"checkpoint {path} is unreadable ({exc.__class__.__name__}); start the job again without --resume") from None
+        raise SpecError(f"checkpoint {path} is unreadable ({exc.__class__.__name__})", kind="checkpoint_unreadable",
+                        fix=Fix("resume", "start the job again without {field}")) from None
     if data.get("format") != CHECKPOINT_FORMAT:
         raise SpecError(f"checkpoint {path} has format {data.get('format')}; this engine reads format {CHECKPOINT_FORMAT}")
     return Checkpoint(

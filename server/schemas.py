@@ -6,7 +6,7 @@ from typing import Any, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from engine import jobschema
+from engine import jobschema, jobstate
 from engine.job import SCHEMA_VERSION, TextureJob
 
 
@@ -30,11 +30,15 @@ TextureJobSpec = _spec_model()
 
 class ErrorBody(BaseModel):
     error: str = Field(description="One line: the problem and the fix.")
+    kind: Optional[str] = Field(None, description="Machine-readable kind of an engine error (e.g. 'mesh_too_large', 'spec').")
+    field: Optional[str] = Field(None, description="The setting the fix changes (a job field or a server option), if any.")
+    problem: Optional[str] = Field(None, description="The problem alone, without the fix.")
+    fix: Optional[str] = Field(None, description="The fix, with '{field}' where a client puts its own name for the setting.")
 
 
 class Job(BaseModel):
     id: str = Field(description="Server-generated id: 32 lower-case hex digits.")
-    state: Literal["queued", "running", "succeeded", "failed", "cancelled"]
+    state: Literal[jobstate.WORDS]  # type: ignore[valid-type]  # engine.jobstate.JobState's words
     created_at: str | None = Field(description="ISO 8601 UTC timestamp.")
     started_at: str | None = Field(description="ISO 8601 UTC timestamp of the first start.")
     finished_at: str | None = Field(description="ISO 8601 UTC timestamp.")

@@ -21,9 +21,10 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
-from engine.errors import SpecError
+from engine.errors import SpecError, TexbridgeError
 from engine.job import TextureJob
 from server.config import ServerConfig
+from server.errors import engine_status, error_response
 from server.events import EventHub
 from server.statewrites import STORE_ERRORS, submit_problem, unavailable
 from server.store import DuplicateKey, JobStore
@@ -61,10 +62,6 @@ OPENAPI_REQUEST: dict[str, Any] = {
         },
     },
 }
-
-
-def _err(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status, headers={"cache-control": "no-store"})
 
 
 def _resolve_model(requested: str, config: ServerConfig) -> str:
@@ -112,21 +109,21 @@ async def _field_text(value: Any, limit: int) -> str | None:
 async def handle_submit(request: Request, config: ServerConfig, store: JobStore, manager: JobManager, hub: EventHub):
     key = request.headers.get("idempotency-key")
     if key is not None and not IDEMPOTENCY_KEY.match(key):
-        return _err(400, "Idempotency-Key must be 1..200 printable ASCII characters without spaces")
+        return error_response(400, "Idempotency-Key must be 1..200 printable ASCII characters without spaces")
     if key is not None:
         existing = await run_in_threadpool(store.find_by_key, key)
         if existing is not None:
             return JSONResponse(existing, status_code=200)
     ctype = request.headers.get("content-type", "")
     if not ctype.lower().startswith("multipart/form-data"):
-        return _err(400, "send multipart/form-data with fields 'spec' (TextureJob JSON) and 'mesh' (a .npz, .glb or .obj file)")
+        return error_response(400, "send multipart/form-data with fields 'spec' (TextureJob JSON) and 'mesh' (a .npz, .glb or .obj file)")
     try:
         form = await request.form(max_files=2, max_fields=2, max_part_size=config.limits.max_spec_bytes)
     except Exception as exc:
         if type(exc).__name__ == "BodyTooLarge":
             raise
         detail = getattr(exc, "detail", None) or getattr(exc, "message", None) or str(exc)
-        return _err(400, f"malformed multipart body ({detail}); send fields 'spec' and 'mesh'")
+        return error_response(400, f"malformed multipart body ({detail}); send fields 'spec' and 'mesh'")
     try:
         unknown = sorted(set(form.keys()) - {"spec", "mesh", "init_texture"})
         if unknown:
@@ -143,8 +140,10 @@ async def handle_submit(request: Request, config: ServerConfig, store: JobStore,
         mesh_bytes = await mesh.read()
         init_bytes = await init.read() if init is not None else None
         job, info = await run_in_threadpool(_prepare, spec_text, mesh_bytes, mesh.filename, init_bytes, config)
-    except (UploadError, SpecError) as exc:
-        return _err(400, str(exc))
+    except UploadError as exc:
+        return error_response(400, str(exc))
+    except TexbridgeError as exc:  # the engine's spec and mesh checks (kind, field, fix in the body)
+        return error_response(engine_status(exc), exc)
     finally:
         await form.close()
 
@@ -152,21 +151,15 @@ async def handle_submit(request: Request, config: ServerConfig, store: JobStore,
     headroom = config.reliability.store_headroom_bytes
     problem = await run_in_threadpool(submit_problem, manager.writes, store.path, manager.jobs_dir, upload, headroom)
     if problem is not None:
-        return _err(problem.status, str(problem))
+        return error_response(problem.status, str(problem))
     job_id = uuid.uuid4().hex
-    job_dir = manager.job_dir(job_id)
+    folder = manager.folder(job_id)
+    job_dir = folder.root
 
     def write_inputs() -> dict[str, Any]:
-        inputs = job_dir / "inputs"
-        inputs.mkdir(parents=True)
-        mesh_path = inputs / f"mesh.{info.kind}"
-        mesh_path.write_bytes(mesh_bytes)
-        init_path = None
-        if init_bytes is not None:
-            init_path = inputs / "init_texture.png"
-            init_path.write_bytes(init_bytes)
+        mesh_path, init_path = folder.write_inputs(mesh_bytes, info.kind, init_bytes)
         spec = job.replace(mesh=str(mesh_path), init_texture=str(init_path) if init_path else None).to_dict()
-        (inputs / "spec.json").write_text(json.dumps(spec, indent=2, sort_keys=True), encoding="utf-8")
+        folder.write_input_spec(spec)
         return spec
 
     try:
@@ -174,7 +167,7 @@ async def handle_submit(request: Request, config: ServerConfig, store: JobStore,
     except OSError as exc:
         shutil.rmtree(job_dir, ignore_errors=True)
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            return _err(507, f"disk full: the engine cannot store the job's inputs in {manager.jobs_dir} ({exc.strerror}); "
+            return error_response(507, f"disk full: the engine cannot store the job's inputs in {manager.jobs_dir} ({exc.strerror}); "
                         f"need {upload / 2**20:.1f} MB there: free disk space and resubmit")
         raise
     try:
@@ -186,7 +179,7 @@ async def handle_submit(request: Request, config: ServerConfig, store: JobStore,
         shutil.rmtree(job_dir, ignore_errors=True)
         manager.writes.note_failure(job_id, "create it", exc)
         failure = unavailable(manager.writes, store.path, upload + headroom, "store new jobs", exc=exc)
-        return _err(failure.status, str(failure))
+        return error_response(failure.status, str(failure))
     except Exception:
         shutil.rmtree(job_dir, ignore_errors=True)
         raise
