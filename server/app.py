@@ -199,7 +199,6 @@ def create_app(config: ServerConfig, store: JobStore, manager: JobManager, hub: 
         path = manager.folder(job_id).result(name)
         if path is None:
             return error_response(404, f"no result named {name[:40]!r}; allowed: {', '.join(RESULT_NAMES)}")
-        path = manager.job_dir(job_id) / name
         if not path.is_file():
             return error_response(404, f"job {job_id} has no {name} (state {job['state']}); results exist once it succeeded")
         return FileResponse(path, media_type=_MEDIA[path.suffix], headers={"cache-control": "no-store"})

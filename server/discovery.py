@@ -12,6 +12,8 @@ import os
 import sys
 from pathlib import Path
 
+from engine.jobfolder import write_json_atomic
+
 FILE_NAME = "engine.json"
 
 
@@ -37,25 +39,7 @@ def write_discovery(info: dict, path: Path | None = None) -> Path:
     """Atomically write ``info`` to the discovery file, readable by the owner only."""
     path = path or discovery_path()
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.unlink()
-    except FileNotFoundError:
-        pass
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        os.fchmod(fd, 0o600) if hasattr(os, "fchmod") else None
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(info, f, indent=2)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            tmp.unlink()
-        except FileNotFoundError:
-            pass
-        raise
+    write_json_atomic(path, info, mode=0o600)  # fsynced; a failed write leaves no temp file
     return path
 
 

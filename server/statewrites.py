@@ -16,7 +16,6 @@ from __future__ import annotations
 import errno
 import json
 import logging
-import os
 import sqlite3
 import threading
 import time
@@ -225,17 +224,3 @@ def submit_problem(writes: StateWrites, store_path: Path, jobs_dir: Path, upload
     if writes.failure() is not None:
         return unavailable(writes, store_path, headroom, "store new jobs")
     return None
-
-
-def remove_temp_files(job_dir: Path) -> int:
-    """Delete temp files a stopped job left (``*.tmp``, ``*.tmp-<pid>``); returns how many."""
-    removed = 0
-    for root, _dirs, files in os.walk(job_dir):
-        for name in files:
-            if name.endswith(".tmp") or ".tmp-" in name:
-                try:
-                    os.unlink(os.path.join(root, name))
-                    removed += 1
-                except OSError:
-                    pass  # gone already (the job folder may be deleted concurrently)
-    return removed

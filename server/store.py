@@ -17,9 +17,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-STATES = ("queued", "running", "succeeded", "failed", "cancelled")
-TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
+from engine.jobstate import TERMINAL, JobState
+
+#: The event types that end a job's stream: the terminal state words (``engine.jobstate``).
 TERMINAL_EVENTS = TERMINAL
+QUEUED, RUNNING = JobState.QUEUED.value, JobState.RUNNING.value
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -144,10 +146,10 @@ class JobStore:
             try:
                 with self._tx() as db:
                     db.execute(
-                        "INSERT INTO jobs (id, state, created_at, total_steps, spec, idempotency_key) VALUES (?, 'queued', ?, ?, ?, ?)",
-                        (job_id, time.time(), total_steps, json.dumps(spec), idempotency_key),
+                        "INSERT INTO jobs (id, state, created_at, total_steps, spec, idempotency_key) VALUES (?, ?, ?, ?, ?, ?)",
+                        (job_id, QUEUED, time.time(), total_steps, json.dumps(spec), idempotency_key),
                     )
-                    self._emit(db, job_id, "queued", {"state": "queued"})
+                    self._emit(db, job_id, QUEUED, {"state": QUEUED})
             except sqlite3.IntegrityError:
                 existing = self.find_by_key(idempotency_key) if idempotency_key else None
                 if existing is None:
@@ -176,10 +178,10 @@ class JobStore:
         """The oldest queued job whose id is not in ``exclude``."""
         with self._lock:
             if not exclude:
-                return self._db.execute("SELECT * FROM jobs WHERE state='queued' ORDER BY seq LIMIT 1").fetchone()
+                return self._db.execute("SELECT * FROM jobs WHERE state=? ORDER BY seq LIMIT 1", (QUEUED,)).fetchone()
             marks = ",".join("?" * len(exclude))
             return self._db.execute(
-                f"SELECT * FROM jobs WHERE state='queued' AND id NOT IN ({marks}) ORDER BY seq LIMIT 1", tuple(exclude)
+                f"SELECT * FROM jobs WHERE state=? AND id NOT IN ({marks}) ORDER BY seq LIMIT 1", (QUEUED, *exclude)
             ).fetchone()
 
     def count_state(self, state: str) -> int:
@@ -194,8 +196,8 @@ class JobStore:
         with self._tx() as db:
             now = time.time()
             db.execute(
-                "UPDATE jobs SET state='running', attempts=attempts+1, started_at=COALESCE(started_at, ?) WHERE id=?",
-                (now, job_id),
+                "UPDATE jobs SET state=?, attempts=attempts+1, started_at=COALESCE(started_at, ?) WHERE id=?",
+                (RUNNING, now, job_id),
             )
             row = self._get(db, job_id)
             self._emit(db, job_id, "started", {"attempt": row["attempts"], "resume": resume, "step": row["step"]})
@@ -257,9 +259,9 @@ class JobStore:
         count: False for a clean server stop (not held against the job).
         """
         with self._tx() as db:
-            db.execute("UPDATE jobs SET state='queued', crashes=crashes+? WHERE id=?", (1 if count else 0, job_id))
+            db.execute("UPDATE jobs SET state=?, crashes=crashes+? WHERE id=?", (QUEUED, 1 if count else 0, job_id))
             row = self._get(db, job_id)
-            self._emit(db, job_id, "queued", {"state": "queued", "retry": True, "reason": reason, "crashes": row["crashes"]})
+            self._emit(db, job_id, QUEUED, {"state": QUEUED, "retry": True, "reason": reason, "crashes": row["crashes"]})
             return int(row["crashes"])
 
     def request_cancel(self, job_id: str) -> None:

@@ -29,16 +29,17 @@ from pathlib import Path
 from typing import Any, Callable
 
 from engine.diskspace import DiskFull, checkpoint_bytes, require_free, texture_bytes
+from engine.jobfolder import JobFolder
+from engine.jobstate import JobState
 from server.config import ServerConfig
-from server.statewrites import StateWrites, log, remove_temp_files, unavailable
+from server.statewrites import StateWrites, log, unavailable
 from server.store import TERMINAL, JobStore
-from server.worker import CANCEL_FLAG, SUSPEND_FLAG
-from server.workerproc import WorkerHandle, WorkerKeeper, describe_exit, has_checkpoint
+from server.workerproc import WorkerHandle, WorkerKeeper, describe_exit
 
 #: Seconds a running job gets to checkpoint when the server stops cleanly.
 SHUTDOWN_GRACE_S = 10.0
 
-__all__ = ["EngineBusy", "JobConflict", "JobManager", "describe_exit", "has_checkpoint"]
+__all__ = ["EngineBusy", "JobConflict", "JobManager", "describe_exit"]
 
 
 class EngineBusy(Exception):
@@ -74,6 +75,10 @@ class JobManager(WorkerKeeper):
     # -- lifecycle -----------------------------------------------------------------
     def job_dir(self, job_id: str) -> Path:
         return self.jobs_dir / job_id
+
+    def folder(self, job_id: str) -> JobFolder:
+        """The job's folder (``engine.jobfolder``: every path inside it is named there)."""
+        return JobFolder(self.job_dir(job_id))
 
     def start(self) -> None:
         self.jobs_dir.mkdir(parents=True, exist_ok=True)
@@ -113,7 +118,7 @@ class JobManager(WorkerKeeper):
         reason = ("the engine process stopped while this job was running" if startup
                   else "the job was marked running but no engine worker was running it")
         with self._lock:
-            for job_id in self.store.ids_in_state("running"):
+            for job_id in self.store.ids_in_state(JobState.RUNNING.value):
                 if job_id != self.running_job and self.writes.pending(job_id) is None:
                     log.warning("job %s: %s; requeueing it from its checkpoint", job_id, reason)
                     self._after_worker_death(job_id, reason, attempts=None if startup else 1)
@@ -126,7 +131,7 @@ class JobManager(WorkerKeeper):
         return [self.writes.overlay(j) for j in self.store.list()]
 
     def queue_length(self) -> int:
-        return len(set(self.store.ids_in_state("queued")) - self.writes.pending_ids())
+        return len(set(self.store.ids_in_state(JobState.QUEUED.value)) - self.writes.pending_ids())
 
     # -- requests from the API -----------------------------------------------------
     def cancel(self, job_id: str) -> dict[str, Any] | None:
@@ -134,14 +139,14 @@ class JobManager(WorkerKeeper):
             job = self.view(job_id)
             if job is None or job["state"] in TERMINAL:
                 return job
-            if job["state"] == "queued" or job_id != self.running_job:
-                self.writes.finish(job_id, "cancelled")  # queued, or marked running with no worker: it ends now
+            if job["state"] == JobState.QUEUED or job_id != self.running_job:
+                self.writes.finish(job_id, JobState.CANCELLED.value)  # queued, or marked running with no worker: it ends now
             else:
                 ok, _ = self.writes.attempt(job_id, "record its cancel request", self.store.request_cancel, job_id)
                 if not ok:
                     self._cancel_wanted.add(job_id)
                 try:
-                    (self.job_dir(job_id) / CANCEL_FLAG).touch()
+                    self.folder(job_id).cancel_flag.touch()
                 except OSError as exc:
                     log.warning("job %s: cannot write its cancel flag (%s); its worker is killed after %g s",
                                 job_id, exc, self.config.cancel_grace_s)
@@ -155,7 +160,7 @@ class JobManager(WorkerKeeper):
             job = self.view(job_id)
             if job is None:
                 return False
-            if job["state"] == "running":
+            if job["state"] == JobState.RUNNING:
                 raise JobConflict("job is running; cancel it first (POST /v1/jobs/{id}/cancel), then delete it")
             ok, _ = self.writes.attempt(job_id, "delete it", self.store.delete, job_id)
             if not ok:
@@ -172,7 +177,7 @@ class JobManager(WorkerKeeper):
         # A job whose terminal event is already stored counts as done: the dispatcher
         # frees the worker right after storing it and then runs this command.
         row = self.view(job_id) if job_id is not None else None
-        if row is not None and row["state"] == "running":
+        if row is not None and row["state"] == JobState.RUNNING:
             raise EngineBusy("a job is running; cancel it or wait for it before unloading the model")
         fut: Future = Future()
         with self._wake:
@@ -196,7 +201,7 @@ class JobManager(WorkerKeeper):
                         self.store_error(job_id, exc)
                     self.running_job = None
                 if job_id is not None:
-                    remove_temp_files(self.job_dir(job_id))
+                    self.folder(job_id).remove_temp_files()
                     self.notify(job_id)
                 time.sleep(0.5)
 
@@ -212,11 +217,11 @@ class JobManager(WorkerKeeper):
                 problem = self._space_problem(row)
                 if problem is not None:  # fail before anything is written
                     log.warning("job %s: %s", job_id, problem)
-                    self.writes.finish(job_id, "failed", error=problem)
+                    self.writes.finish(job_id, JobState.FAILED.value, error=problem)
                     self.notify(job_id)
                     wait = 0.0  # on to the next queued job
                 else:
-                    resume = has_checkpoint(self.job_dir(job_id))
+                    resume = self.folder(job_id).has_checkpoint()
                     started, _ = self.writes.attempt(job_id, "mark it running", self.store.mark_running, job_id, resume, attempts=1)
                     if started:
                         self.running_job = job_id
@@ -232,7 +237,7 @@ class JobManager(WorkerKeeper):
         self._run_job(row, resume)
         with self._lock:
             self.running_job = None
-        remove_temp_files(self.job_dir(job_id))  # what a write on a full disk left (its worker is done)
+        self.folder(job_id).remove_temp_files()  # what a killed writer left (its worker is done)
 
     def _space_problem(self, row) -> str | None:
         """``disk full: ...`` when the job's checkpoint would not fit in its folder, else None."""
@@ -260,7 +265,7 @@ class JobManager(WorkerKeeper):
     def _run_job(self, row, resume: bool) -> None:
         job_id = row["id"]
         w = self._live_worker()
-        suspend_flag = self.job_dir(job_id) / SUSPEND_FLAG
+        suspend_flag = self.folder(job_id).suspend_flag
         suspend_flag.unlink(missing_ok=True)
         try:
             w.conn.send(("run", self._payload(row, resume)))
@@ -286,7 +291,7 @@ class JobManager(WorkerKeeper):
             elif time.monotonic() > cancel_deadline:
                 self._worker = None
                 w.kill()
-                self.writes.finish(job_id, "cancelled", data={"killed": True})
+                self.writes.finish(job_id, JobState.CANCELLED.value, data={"killed": True})
                 self.notify(job_id)
                 return
             try:
@@ -319,7 +324,7 @@ class JobManager(WorkerKeeper):
         resumes from its checkpoint on the next start."""
         self._worker = None
         w.kill()
-        (self.job_dir(job_id) / SUSPEND_FLAG).unlink(missing_ok=True)
+        self.folder(job_id).suspend_flag.unlink(missing_ok=True)
         self.writes.attempt(job_id, "requeue it for the next start", self.store.requeue_after_crash, job_id,
                             "the engine was stopped; the job resumes on the next start", count=False)
         self.notify(job_id)  # if that failed, the next start's check requeues it
@@ -332,28 +337,29 @@ class JobManager(WorkerKeeper):
         if kind in ("progress", "stage"):
             self.writes.attempt(job_id, f"record a {kind} event", self.store.record, job_id, kind, data, attempts=1)
         elif kind == "preview":
-            root = self.job_dir(job_id).resolve()
-            path = (root / str(data["path"])).resolve()
-            if root in path.parents:
+            folder = self.folder(job_id)
+            rel = folder.relative(str(data["path"]))  # only files inside the job folder are served
+            if rel is not None:
                 self.writes.attempt(job_id, "record a preview", self.store.add_preview, job_id, int(data["step"]),
-                                    path.relative_to(root).as_posix(), attempts=1)
-        elif kind == "succeeded":
-            if (self.job_dir(job_id) / "texture.png").is_file():  # the final texture is the last version
+                                    rel, attempts=1)
+        elif kind == JobState.SUCCEEDED:
+            folder = self.folder(job_id)
+            if folder.texture_png.is_file():  # the final texture is the last version
                 self.writes.attempt(job_id, "record its final texture", self.store.add_preview, job_id,
-                                    int(data.get("steps_done", 0)), "texture.png")
-            self.writes.finish(job_id, "succeeded", data=data)
-        elif kind == "failed":
+                                    int(data.get("steps_done", 0)), folder.relative(folder.texture_png))
+            self.writes.finish(job_id, JobState.SUCCEEDED.value, data=data)
+        elif kind == JobState.FAILED:
             detail = {k: data[k] for k in ("kind", "field", "problem", "fix") if data.get(k)}  # engine error fields
-            self.writes.finish(job_id, "failed", error=str(data.get("error", "unknown error")), data=detail)
-        elif kind == "cancelled":
-            self.writes.finish(job_id, "cancelled")
+            self.writes.finish(job_id, JobState.FAILED.value, error=str(data.get("error", "unknown error")), data=detail)
+        elif kind == JobState.CANCELLED:
+            self.writes.finish(job_id, JobState.CANCELLED.value)
         else:
             return False
         self.notify(job_id)
-        return kind in ("succeeded", "failed", "cancelled")
+        return kind in TERMINAL
 
     def store_error(self, job_id: str, exc: Exception) -> None:
-        self.writes.finish(job_id, "failed", error=f"the server could not run or record this job ({type(exc).__name__}: "
+        self.writes.finish(job_id, JobState.FAILED.value, error=f"the server could not run or record this job ({type(exc).__name__}: "
                            f"{exc}); check free disk space and the server log, then resubmit")
 
     def _after_worker_death(self, job_id: str, reason: str, attempts: int | None = None) -> None:
@@ -361,11 +367,11 @@ class JobManager(WorkerKeeper):
         or fail it after ``max_worker_crashes``. A requeue the store cannot take is logged;
         the job stays marked running and the next check tries again."""
         raw = self.store.raw(job_id)
-        if raw is None or raw["state"] != "running":
+        if raw is None or raw["state"] != JobState.RUNNING:
             return
-        remove_temp_files(self.job_dir(job_id))
+        self.folder(job_id).remove_temp_files()
         if raw["cancel_requested"] or job_id in self._cancel_wanted:
-            self.writes.finish(job_id, "cancelled", attempts=attempts)
+            self.writes.finish(job_id, JobState.CANCELLED.value, attempts=attempts)
         else:
             ok, crashes = self.writes.attempt(job_id, f"requeue it ({reason})", self.store.requeue_after_crash, job_id,
                                               reason, attempts=attempts)
@@ -375,7 +381,7 @@ class JobManager(WorkerKeeper):
             elif crashes >= self.config.max_worker_crashes:
                 self.writes.finish(
                     job_id,
-                    "failed",
+                    JobState.FAILED.value,
                     error=f"the engine worker died {crashes} times while running this job (last: {reason}); "
                     "lower texture_size/render_size or check the server log",
                     attempts=attempts,

@@ -13,7 +13,9 @@ worker -> server: ``("hello", {device, versions, pid})``, ``("loaded", {model})`
 
 The worker dies with the server (``PR_SET_PDEATHSIG`` plus a parent-pid watchdog), so a
 killed server never leaves a process holding the GPU. Cancel is a flag file in the job
-folder (``cancel.flag``) that ``should_cancel`` checks every step.
+folder (``JobFolder.cancel_flag``) that ``should_cancel`` checks every step; each progress
+snapshot the runner writes (``on_snapshot``) is kept as a texture version under
+``JobFolder.previews_dir`` (a hard link: no re-encoding, no guessed path).
 """
 
 from __future__ import annotations
@@ -30,11 +32,6 @@ import time
 import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
-
-CANCEL_FLAG = "cancel.flag"
-#: Written by the server on a clean shutdown: checkpoint, stop, answer "suspended".
-SUSPEND_FLAG = "suspend.flag"
-PREVIEW_DIR = "previews"
 
 from server.config import WorkerRunner
 
@@ -92,17 +89,6 @@ def _disk_space_error(exc: BaseException | None) -> BaseException | None:
             return exc
         exc = exc.__cause__ or exc.__context__
     return None
-
-
-def _write_png_atomic(path: Path, texture) -> None:
-    import numpy as np
-    from PIL import Image
-
-    arr = np.clip(np.asarray(texture, dtype=np.float32), 0.0, 1.0)
-    img = (arr * 255.0 + 0.5).astype(np.uint8)
-    tmp = path.with_name(path.name + ".tmp")
-    Image.fromarray(img).save(tmp, format="PNG", compress_level=1)
-    os.replace(tmp, path)
 
 
 class _Worker:
@@ -174,17 +160,12 @@ class _Worker:
     def run(self, payload: dict[str, Any]) -> None:
         from engine.errors import JobCancelled, TexbridgeError
         from engine.job import TextureJob
+        from engine.jobfolder import JobFolder
         from engine.mesh import load_mesh
         from engine.runner import JobCallbacks
 
-        job_dir = Path(payload["job_dir"])
-        flag = job_dir / CANCEL_FLAG
-        suspend = job_dir / SUSPEND_FLAG
-        previews = job_dir / PREVIEW_DIR
+        folder = JobFolder(payload["job_dir"])
         counter = {"n": 0}
-
-        def should_cancel() -> bool:
-            return flag.exists() or suspend.exists()
 
         def on_progress(event) -> None:
             self.send("progress", dataclasses.asdict(event))
@@ -192,32 +173,28 @@ class _Worker:
         def on_stage(stage: int) -> None:
             self.send("stage", {"stage": int(stage)})
 
-        def on_preview(step: int, texture) -> None:
-            previews.mkdir(parents=True, exist_ok=True)
-            counter["n"] += 1
-            name = f"step_{int(step):07d}_{os.getpid()}_{counter['n']}.png"
-            runner_snapshot = job_dir / "progress" / f"step_{int(step):06d}.png"
-            try:  # share the runner's own snapshot (no extra disk; a resume replaces its inode, not ours)
-                os.link(runner_snapshot, previews / name)
-            except OSError:
-                _write_png_atomic(previews / name, texture)
-            self.send("preview", {"step": int(step), "path": f"{PREVIEW_DIR}/{name}"})
+        def on_snapshot(step: int, snapshot: Path) -> None:
+            counter["n"] += 1  # the runner's own file, shared (a resume replaces its inode, not ours)
+            kept = folder.keep_preview(step, snapshot, counter["n"])
+            self.send("preview", {"step": int(step), "path": folder.relative(kept)})
 
-        if flag.exists():
+        if folder.cancel_flag.exists():
             self.send("cancelled", {})
             return
-        if suspend.exists():
+        if folder.suspend_flag.exists():
             self.send("suspended", {})
             return
         try:
             job = TextureJob.from_dict(payload["spec"])
             prior = self.ensure_prior(payload["model"])
             mesh = load_mesh(job.mesh, self.mesh_config)  # the server's limits, not the engine's defaults
-            callbacks = JobCallbacks(on_progress=on_progress, on_stage=on_stage, on_preview=on_preview, should_cancel=should_cancel)
-            result = self.run_job(job, job_dir, mesh=mesh, prior=prior, callbacks=callbacks,
+            callbacks = JobCallbacks(on_progress=on_progress, on_stage=on_stage, on_snapshot=on_snapshot,
+                                     should_cancel=folder.stop_requested)
+            result = self.run_job(job, folder.root, mesh=mesh, prior=prior, callbacks=callbacks,
                                   resume=bool(payload.get("resume")))
         except JobCancelled:
-            self.send("cancelled" if flag.exists() or not suspend.exists() else "suspended", {})
+            suspended = folder.suspend_flag.exists() and not folder.cancel_flag.exists()
+            self.send("suspended" if suspended else "cancelled", {})
         except Exception as exc:  # every failure is reported; only the process dying is a crash
             self.send("failed", self.describe_failure(exc, TexbridgeError))
         else:

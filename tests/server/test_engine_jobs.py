@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from engine.jobstate import JobState
 from tests.server.conftest import (
     TINY_SPEC,
     EngineServer,
@@ -87,6 +88,9 @@ def test_happy_path(server):
         assert sheet.status_code == 200 and Image.open(io.BytesIO(sheet.content)).format == "PNG"
         rec = c.get(f"/v1/jobs/{job['id']}/results/job.json").json()
         assert rec["spec"]["recipe"] == "paper-2d" and rec["resolved"]["recipe"] == "paper-2d"
+        # one word for a finished job: job.json, GET /v1/jobs/{id}, the SSE stream (and the add-on,
+        # tests/addon/test_spec_drift.py; batch_summary.json, tests/engine/test_batch.py)
+        assert rec["status"] == done["state"] == types[-1] == JobState.SUCCEEDED.value
         assert (rec["resolved"]["cfg_scale"], rec["resolved"]["stage_two_start"]) == (40.0, 2)
         bad = submit(c, dict(TINY_SPEC, recipe="paper-4d"), npz_bytes(**arrays))
         assert bad.status_code == 400 and "allowed: auto, paper-2d, paper-3d, embedded" in bad.json()["error"]
