@@ -22,8 +22,39 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-TERMINAL_EVENTS = ("succeeded", "failed", "cancelled")
-TERMINAL_STATES = TERMINAL_EVENTS
+#: The engine's job states, in life-cycle order: the words of ``engine.jobstate.JobState``
+#: (the add-on never imports the engine; tests/addon/test_spec_drift.py checks they match).
+JOB_STATES = ("queued", "running", "succeeded", "failed", "cancelled")
+QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = JOB_STATES
+#: The event types (and states) that end a job.
+TERMINAL_EVENTS = (SUCCEEDED, FAILED, CANCELLED)
+
+
+#: How the panel names a setting an engine error's fix refers to. The engine sends ``field``
+#: and a ``fix`` text with ``{field}`` in it (server/errors.py); the terminal would name a
+#: CLI flag there, the add-on names its own field, button or preference instead.
+FIX_FIELD_NAMES = {
+    "prompt": "the Prompt field",
+    "model": "the Model field (and the engine's models: Preferences > Engine start command)",
+    "device": "the engine's device (Preferences > Engine start command)",
+    "backend": "the engine's rasterizer (Preferences > Engine start command)",
+    "max_triangles": "the engine's triangle limit (Preferences > Engine start command)",
+    "max_vertices": "the engine's vertex limit (Preferences > Engine start command)",
+    "resume": "resuming",
+    "steps": "Steps", "texture_size": "Texture size", "render_size": "Render size", "seed": "Seed",
+    "recipe": "Recipe", "views": "Views", "method": "Method", "cfg_scale": "CFG", "stage_two_start": "Stage switch",
+    "preview_every": "Preview every", "source_modifier": "Source modifier", "target_modifier": "Target modifier",
+}
+
+
+def describe_error(body: dict[str, Any]) -> str:
+    """An engine error body or failed event (``error``, and for engine errors ``problem``,
+    ``field``, ``fix``) as the panel shows it: the fix worded with the panel's names."""
+    problem, fix, field_name = body.get("problem"), body.get("fix"), body.get("field")
+    if not (isinstance(problem, str) and isinstance(fix, str) and isinstance(field_name, str)):
+        return str(body.get("error") or "")
+    name = FIX_FIELD_NAMES.get(field_name, field_name.replace("_", " ").capitalize())
+    return f"{problem}; {fix.replace('{field}', name)}"
 
 
 class EngineError(Exception):
@@ -192,7 +223,7 @@ class EngineClient:
 
     def _http_error(self, exc: urllib.error.HTTPError) -> EngineError:
         try:
-            detail = json.loads(exc.read().decode("utf-8", "replace")).get("error", "")
+            detail = describe_error(json.loads(exc.read().decode("utf-8", "replace")))
         except Exception:
             detail = ""
         detail = detail or exc.reason or "error"

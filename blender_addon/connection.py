@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import client as _client
-from .prefs import get_prefs
+from .settings import get_prefs
 
 STALE_S = 3.0
 

@@ -25,7 +25,7 @@ from . import client as _client
 from . import connection, materials
 from .mesh_export import ExportOptions, export_arrays, has_uv_map, smart_uv_project, to_npz_bytes
 
-ACTIVE_STATES = ("submitting", "queued", "running")
+ACTIVE_STATES = (_client.QUEUED, _client.RUNNING)
 
 
 @dataclass
@@ -39,10 +39,10 @@ class JobRecord:
     client: _client.EngineClient
     uv_map: str = ""
     kind: str = "generate"
-    state: str = "queued"
+    state: str = _client.QUEUED  # one of client.JOB_STATES
     step: int = 0
     total_steps: int = 0
-    stage: str = ""
+    stage: int = 0  # the engine's stage number (0 = not reported yet); the panel words it
     eta_s: float | None = None
     error: str = ""
     applied_version: int = -1
@@ -108,7 +108,7 @@ def _follow(rec: JobRecord) -> None:
                 ver = ev.data.get("version")
                 w, h, v, data = c.texture_rgba8(rec.job_id, ver)
                 rec._put_pixels(v, w, h, materials.rgba8_to_pixels(data, w, h))
-            elif ev.type == "succeeded":
+            elif ev.type == _client.SUCCEEDED:
                 w, h, v, data = c.texture_rgba8(rec.job_id)
                 rec._put_pixels(max(v, 1 << 30), w, h, materials.rgba8_to_pixels(data, w, h))
             rec.inbox.append((ev.type, ev.data))
@@ -153,7 +153,7 @@ def submit(obj: bpy.types.Object, spec: dict[str, Any], *, kind: str = "generate
     img = materials.new_image(f"texbridge {obj.name} {job['id'][:8]}", size, size)
     uv = obj.data.uv_layers.active
     rec = JobRecord(job_id=job["id"], object_name=obj.name, image_name=img.name, spec=dict(spec),
-                    client=client, uv_map=uv.name if uv else "", kind=kind, state=job.get("state", "queued"),
+                    client=client, uv_map=uv.name if uv else "", kind=kind, state=job.get("state", _client.QUEUED),
                     total_steps=int(job.get("total_steps") or spec.get("steps") or 0))
     if init_image is not None:
         materials.apply_pixels(img, materials.image_pixels(init_image), *init_image.size)
@@ -185,26 +185,26 @@ def _pump_one(rec: JobRecord) -> None:
     if pixels is not None:
         _apply(rec, *pixels)
     for etype, data in events:
-        if etype in ("queued", "started"):
-            rec.state = "running" if etype == "started" else rec.state
+        if etype in (_client.QUEUED, "started"):
+            rec.state = _client.RUNNING if etype == "started" else rec.state
         elif etype == "progress":
-            rec.state = "running"
+            rec.state = _client.RUNNING
             rec.step = int(data.get("step", rec.step))
             rec.total_steps = int(data.get("total_steps", rec.total_steps) or rec.total_steps)
-            rec.stage = str(data.get("stage", rec.stage) or "")
+            rec.stage = int(data.get("stage", rec.stage) or 0)
             rec.eta_s = data.get("eta_s")
         elif etype == "stage":
-            rec.stage = str(data.get("stage", ""))
-        elif etype == "succeeded":
-            rec.state, rec.step, rec.eta_s = "succeeded", rec.total_steps or rec.step, 0.0
+            rec.stage = int(data.get("stage") or 0)
+        elif etype == _client.SUCCEEDED:
+            rec.state, rec.step, rec.eta_s = _client.SUCCEEDED, rec.total_steps or rec.step, 0.0
             _finish(rec)
-        elif etype == "failed":
-            rec.state, rec.error = "failed", str(data.get("error") or "the engine reported a failure")
+        elif etype == _client.FAILED:
+            rec.state, rec.error = _client.FAILED, _client.describe_error(data) or "the engine reported a failure"
             set_error(f"job failed: {rec.error}")
-        elif etype == "cancelled":
-            rec.state = "cancelled"
+        elif etype == _client.CANCELLED:
+            rec.state = _client.CANCELLED
         elif etype == "error":
-            rec.state, rec.error = "failed", str(data.get("error"))
+            rec.state, rec.error = _client.FAILED, str(data.get("error"))
             set_error(rec.error)
 
 
@@ -281,7 +281,7 @@ def wait(rec: JobRecord, timeout: float = 3600.0, poll_s: float = 0.05) -> JobRe
             return rec
         if time.monotonic() > deadline:
             cancel(rec)
-            rec.state, rec.error = "failed", f"timed out after {timeout:.0f} s; job cancelled"
+            rec.state, rec.error = _client.FAILED, f"timed out after {timeout:.0f} s; job cancelled"
             return rec
         time.sleep(poll_s)
 

@@ -36,7 +36,7 @@ def _run(op: bpy.types.Operator, obj, spec, **kw) -> set[str]:
         op.report({"INFO"}, f"texbridge job {rec.job_id[:8]} submitted")
         return {"FINISHED"}
     jobs.wait(rec)
-    if rec.state != "succeeded":
+    if rec.state != _client.SUCCEEDED:
         op.report({"ERROR"}, f"texbridge job {rec.state}: {rec.error}")
         return {"CANCELLED"}
     where = rec.texture_path or "packed into the .blend"

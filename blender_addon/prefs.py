@@ -6,26 +6,13 @@ engine writes on start (docs/api.md), so a local engine needs no setup.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import bpy
 from bpy.props import FloatProperty, StringProperty
 
-DEFAULT_START_COMMAND = "texbridge serve --port 0"
+from . import connection
+from .settings import DEFAULT_START_COMMAND, FALLBACK, FallbackPrefs, get_prefs
 
-
-@dataclass
-class FallbackPrefs:
-    """Stands in for the preferences when the package is registered without being
-    enabled as an add-on (scripts, tests); same fields and defaults."""
-
-    engine_url: str = ""
-    token: str = ""
-    start_command: str = DEFAULT_START_COMMAND
-    request_timeout: float = 15.0
-
-
-FALLBACK = FallbackPrefs()
+__all__ = ["CLASSES", "DEFAULT_START_COMMAND", "FALLBACK", "FallbackPrefs", "TexbridgePreferences", "get_prefs"]
 
 
 class TexbridgePreferences(bpy.types.AddonPreferences):
@@ -46,8 +33,6 @@ class TexbridgePreferences(bpy.types.AddonPreferences):
     request_timeout: FloatProperty(name="Request timeout (s)", default=15.0, min=1.0, max=600.0)
 
     def draw(self, context):
-        from . import connection
-
         layout = self.layout
         col = layout.column()
         col.prop(self, "engine_url")
@@ -63,13 +48,6 @@ class TexbridgePreferences(bpy.types.AddonPreferences):
         row.operator("texbridge.reload_token", icon="FILE_REFRESH")
         state = connection.health_state()
         layout.label(text=state.message, icon="CHECKMARK" if state.ok else "ERROR")
-
-
-def get_prefs() -> TexbridgePreferences | FallbackPrefs:
-    """The add-on's preferences, or ``FALLBACK`` when not enabled as an add-on."""
-    addon = bpy.context.preferences.addons.get(__package__)
-    prefs = getattr(addon, "preferences", None) if addon is not None else None
-    return prefs if prefs is not None else FALLBACK
 
 
 CLASSES = (TexbridgePreferences,)

@@ -149,7 +149,7 @@ def test_pump_applies_queued_results_and_survives_undo_like_changes(scene):
         rec._put_pixels(1, 8, 8, materials.rgba8_to_pixels(frame.tobytes(), 8, 8))
         rec.inbox.append(("progress", {"step": 2, "total_steps": 4, "stage": 1, "eta_s": 3.0}))
         jobs.pump()
-        assert (rec.step, rec.stage, rec.applied_version) == (2, "1", 1)
+        assert (rec.step, rec.stage, rec.applied_version) == (2, 1, 1)
         assert materials.is_wired(obj.material_slots[0].material, img)
 
         # undo rebuilds IDs: the image and the material vanish; the next preview brings them back

@@ -67,7 +67,7 @@ def test_draw_panel_with_running_job_and_advanced(addon, scene):
     _health("ok", "engine ready")
     rec = jobs.JobRecord(job_id="local-draw", object_name="A", image_name="", spec={},
                          client=client.EngineClient("http://127.0.0.1:9", "t"), state="running",
-                         step=150, total_steps=600, stage="2", eta_s=95.0)
+                         step=150, total_steps=600, stage=2, eta_s=95.0)
     jobs._JOBS[rec.job_id] = rec
     try:
         layout = StubLayout()
