@@ -54,6 +54,9 @@ class OptimizeConfig:
         checkpoint_every, preview_every: steps between checkpoints / preview callbacks.
         seed: seeds the loop's generator.
         profile: synchronize CUDA around phases so ``timings`` are exact (benchmarks).
+        fused: torch's fused AdamW kernel (the same update up to float rounding; not a paper
+            choice). Measured on this 2-core CPU, one 3 x 1024 x 1024 texture: 38 ms a step
+            fused vs 62 ms foreach vs 75 ms for-loop (each including a 1024² randn, under load).
     """
 
     steps: int = 1000
@@ -66,6 +69,7 @@ class OptimizeConfig:
     preview_every: int = 10
     seed: int = 0
     profile: bool = False
+    fused: bool = True
 
 
 @dataclass
@@ -117,7 +121,8 @@ def optimize_texture(
         raise ValueError("optimize_texture needs init_texture (e.g. gray_texture(512)) or a start checkpoint")
     first = start.logits if start is not None else texture_to_logits(init_texture.float())
     logits = torch.nn.Parameter(first.detach().clone().float().to(device))
-    opt = torch.optim.AdamW([logits], lr=config.learning_rate, betas=config.betas, eps=config.eps, weight_decay=config.weight_decay)
+    opt = torch.optim.AdamW([logits], lr=config.learning_rate, betas=config.betas, eps=config.eps,
+                            weight_decay=config.weight_decay, fused=config.fused or None)
     mask = None if texel_mask is None else texel_mask.to(device=device, dtype=torch.float32)[..., None]
     step, elapsed = 0, 0.0
     if start is not None:
