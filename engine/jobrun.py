@@ -152,6 +152,15 @@ def execute(job: TextureJob, folder: JobFolder, *, mesh, prior, callbacks: JobCa
         record["device"] = {"type": device.type, "dtype": str(prior.dtype).replace("torch.", ""),
                             "name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"}
 
+        if job.controlnet is not None:  # loaded in the prior's final dtype, checked against its UNet before any step
+            from engine.priors.controlnet import with_control
+
+            t0 = time.perf_counter()
+            prior = with_control(prior, job.control_config())
+            record["controlnet"] = {"model": prior.controlnet_name, "control": job.control.value,
+                                    "control_scale": float(job.control_scale)}
+            timings["load_controlnet_s"] = time.perf_counter() - t0
+
         t0 = time.perf_counter()
         resolved = job.resolve(prior.preferred_views, prior.preferred_render_size)
         views_per_step = job.views_per_step or (4 if device.type == "cuda" else 1)
