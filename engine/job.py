@@ -125,10 +125,6 @@ class TextureJob:
                                 "checkpoint, or auto when SD is cached)")
 
     # -- derived values -------------------------------------------------------------
-    @property
-    def is_edit(self) -> bool:
-        return self.edit_source_prompt is not None
-
     def control_config(self):
         """The job's ``engine.priors.controlnet.ControlConfig``; None without a ControlNet."""
         if self.controlnet is None:
