@@ -131,6 +131,14 @@ def draw_panel(layout, context) -> Status:
         box.prop(s, "source_modifier")
         box.prop(s, "target_modifier")
         box.prop(s, "model")
+        box.prop(s, "follow_geometry")
+        col = box.column(align=True)
+        col.enabled = s.follow_geometry
+        col.row().prop(s, "control", expand=True)
+        col.prop(s, "control_scale")
+        col.prop(s, "controlnet_model")
+        if s.follow_geometry and not s.controlnet_model.strip():
+            box.label(text="Follow geometry: set a ControlNet model trained for the model in use", icon="INFO")
 
     box = layout.box()
     icon = {"INFO": "INFO", "WARNING": "ERROR", "ERROR": "CANCEL"}[status.level]

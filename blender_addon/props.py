@@ -42,6 +42,11 @@ VIEWS_ITEMS = [
     ("orbit", "Orbit", "Whole-object views around the mesh"),
     ("closeup", "Close-up", "Views where the surface fills the frame"),
 ]
+#: engine.raster.control_images.ControlKind
+CONTROL_ITEMS = [
+    ("depth", "Depth", "The ControlNet sees each view's depth (near = bright); for depth ControlNets"),
+    ("normal", "Normal", "The ControlNet sees each view's surface normals (NormalBae colours); for normal ControlNets"),
+]
 PRESET_ITEMS = [
     ("FAST", "Fast", "300 steps"),
     ("BALANCED", "Balanced", "600 steps"),
@@ -82,6 +87,17 @@ class TexbridgeSettings(bpy.types.PropertyGroup):
     target_modifier: StringProperty(name="Target modifier", default="",
                                     description="Bridge target suffix; empty = the recipe's")
     model: StringProperty(name="Model", default="auto", description="auto, or a model the engine was started with")
+    follow_geometry: BoolProperty(name="Follow geometry", default=False,
+                                  description="Condition the model on the mesh's depth or normals with a ControlNet, "
+                                              "so the painting follows the shape (Stable Diffusion models only)")
+    control: EnumProperty(name="Geometry", items=CONTROL_ITEMS, default="depth",
+                          description="What the ControlNet sees; must match the ControlNet's kind")
+    control_scale: FloatProperty(name="Strength", default=1.0, min=0.0, max=10.0, soft_max=2.0,
+                                 description="How strongly the geometry steers the texture (0 = not at all)")
+    controlnet_model: StringProperty(
+        name="ControlNet", default="",
+        description="Hub id or path of a ControlNet trained for the model in use "
+                    "(SD 2.1-base: thibaud/controlnet-sd21-depth-diffusers; SD 1.5 ControlNets do not fit)")
     preview_every: IntProperty(name="Preview every", default=10, min=1, max=1_000_000, description="Steps between live previews")
     refine_prompt: StringProperty(name="Edit", description="How to change the current texture", default="")
     refine_selected_only: BoolProperty(name="Selected faces only", default=False,
@@ -121,6 +137,10 @@ def spec_from_settings(s: TexbridgeSettings, prompt: str | None = None) -> dict[
         spec["cfg_scale"] = float(s.cfg_scale)
     if s.stage_two_start > 0:
         spec["stage_two_start"] = min(int(s.stage_two_start), int(s.steps))
+    if s.follow_geometry and s.controlnet_model.strip():
+        spec["controlnet"] = s.controlnet_model.strip()
+        spec["control"] = s.control
+        spec["control_scale"] = round(float(s.control_scale), 6)
     return spec
 
 
