@@ -17,18 +17,27 @@ from engine.jobfolder import write_json_atomic
 FILE_NAME = "engine.json"
 
 
+def user_dir(kind: str) -> Path:
+    """The per-user base folder of ``kind``: ``"config"`` (the discovery file's) or ``"data"``
+    (``texbridge serve``'s default data dir), per platform. The one resolver on the server side;
+    the add-on keeps a stdlib copy of the config one (``blender_addon/client.py`` ``config_dir``,
+    drift-tested in tests/addon/test_spec_drift.py)."""
+    home = Path.home()
+    if sys.platform == "win32":
+        var, fallback = ("APPDATA", home / "AppData" / "Roaming") if kind == "config" else ("LOCALAPPDATA", home / "AppData" / "Local")
+        return Path(os.environ.get(var) or fallback)
+    if sys.platform == "darwin":
+        return home / "Library" / "Application Support"
+    var, fallback = ("XDG_CONFIG_HOME", home / ".config") if kind == "config" else ("XDG_DATA_HOME", home / ".local" / "share")
+    return Path(os.environ.get(var) or fallback)
+
+
 def runtime_dir() -> Path:
     """The folder holding the discovery file (see docs/api.md)."""
     override = os.environ.get("TEXBRIDGE_RUNTIME_DIR")
     if override:
         return Path(override)
-    if sys.platform == "win32":
-        base = Path(os.environ.get("APPDATA") or Path.home() / "AppData" / "Roaming")
-    elif sys.platform == "darwin":
-        base = Path.home() / "Library" / "Application Support"
-    else:
-        base = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
-    return base / "texbridge"
+    return user_dir("config") / "texbridge"
 
 
 def discovery_path() -> Path:

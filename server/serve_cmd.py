@@ -17,16 +17,12 @@ import sys
 from pathlib import Path
 
 from server.config import LOOPBACK_BIND, Limits, ServerConfig, WorkerRunner
+from server.discovery import user_dir
 
 
 def default_data_dir() -> Path:
-    if sys.platform == "win32":
-        base = Path(os.environ.get("LOCALAPPDATA") or Path.home() / "AppData" / "Local")
-    elif sys.platform == "darwin":
-        base = Path.home() / "Library" / "Application Support"
-    else:
-        base = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
-    return base / "texbridge" / "server"
+    """``texbridge serve``'s default ``--data-dir`` (the per-user data folder)."""
+    return user_dir("data") / "texbridge" / "server"
 
 
 def is_loopback(host: str) -> bool:

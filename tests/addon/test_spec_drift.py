@@ -108,3 +108,23 @@ def test_addon_state_words_match_the_engine(addon):
     assert (client.QUEUED, client.RUNNING, client.SUCCEEDED, client.FAILED, client.CANCELLED) == tuple(JobState)
     assert set(client.TERMINAL_EVENTS) == TERMINAL
     assert set(jobs.ACTIVE_STATES) == {s.value for s in JobState if not s.terminal}
+
+
+def test_addon_config_dir_matches_the_server(monkeypatch, tmp_path):
+    """The add-on's stdlib copy of the config-folder resolver finds the discovery file where
+    ``texbridge serve`` writes it (``server.discovery.user_dir``), on every platform."""
+    import sys
+
+    from blender_addon import client
+    from server import discovery
+
+    monkeypatch.delenv("TEXBRIDGE_RUNTIME_DIR", raising=False)
+    for platform in ("linux", "darwin", "win32"):
+        monkeypatch.setattr(sys, "platform", platform)
+        for env in ({}, {"APPDATA": str(tmp_path / "roaming"), "XDG_CONFIG_HOME": str(tmp_path / "xdg")}):
+            for var in ("APPDATA", "XDG_CONFIG_HOME"):
+                monkeypatch.delenv(var, raising=False)
+            for var, value in env.items():
+                monkeypatch.setenv(var, value)
+            assert client.config_dir() == discovery.user_dir("config"), (platform, env)
+            assert client.discovery_paths()[0] == discovery.discovery_path(), (platform, env)
