@@ -31,7 +31,7 @@ from engine.jobstate import JobState
 #: steps * views_per_step clamped to this range (a short job needs fewer distinct views).
 VIEW_CACHE_MIN, VIEW_CACHE_MAX = 16, 64
 #: Spec fields that may differ when resuming (they do not change the optimization's math).
-RESUME_MAY_DIFFER = ("mesh", "device", "backend", "checkpoint_every", "preview_every")
+RESUME_MAY_DIFFER = ("mesh", "device", "backend", "memory", "checkpoint_every", "preview_every")
 
 
 def versions() -> dict[str, str]:
@@ -117,6 +117,8 @@ def execute(job: TextureJob, folder: JobFolder, *, mesh, prior, callbacks: JobCa
     from engine.mesh import load_mesh
     from engine.optimize import OptimizeConfig, gray_texture, optimize_texture
     from engine.priors.loading import load_prior, resolve_device
+    from engine.priors.memory import reset_peak_memory
+    from engine.priors.setup import record_peak, setup_prior
     from engine.raster import RasterContext
 
     folder.prepare()
@@ -152,18 +154,17 @@ def execute(job: TextureJob, folder: JobFolder, *, mesh, prior, callbacks: JobCa
         record["device"] = {"type": device.type, "dtype": str(prior.dtype).replace("torch.", ""),
                             "name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"}
 
-        if job.controlnet is not None:  # loaded in the prior's final dtype, checked against its UNet before any step
-            from engine.priors.controlnet import with_control
-
-            t0 = time.perf_counter()
-            prior = with_control(prior, job.control_config())
-            record["controlnet"] = {"model": prior.controlnet_name, "control": job.control.value,
-                                    "control_scale": float(job.control_scale)}
-            timings["load_controlnet_s"] = time.perf_counter() - t0
+        t0 = time.perf_counter()  # --memory and --encoder on the prior (switched per job: servers keep priors)
+        prior_setup = setup_prior(prior, device=device, memory=job.memory, encoder=job.encoder,
+                                  tiny_encoder=job.tiny_encoder, views_per_step=job.views_per_step)
+        record.update(prior_setup.to_dict())
+        record["device"]["dtype"] = str(prior.dtype).replace("torch.", "")  # low mode may cast to fp16
+        timings["prior_setup_s"] = time.perf_counter() - t0
+        reset_peak_memory(device)
 
         t0 = time.perf_counter()
         resolved = job.resolve(prior.preferred_views, prior.preferred_render_size)
-        views_per_step = job.views_per_step or (4 if device.type == "cuda" else 1)
+        views_per_step = prior_setup.views_per_step
         ctx = RasterContext(job.backend, device=device)
         record["backend"] = getattr(ctx.backend, "value", str(ctx.backend))
         views = build_views(resolved, ctx, mesh, views_per_step)
@@ -199,6 +200,7 @@ def execute(job: TextureJob, folder: JobFolder, *, mesh, prior, callbacks: JobCa
             init_texture=init, start=start, texel_mask=face_texel_mask(mesh, job.texture_size), callbacks=cb,
         )
         timings["optimize_s"] = time.perf_counter() - t0
+        record_peak(record, device)  # torch.cuda.max_memory_allocated since the prior was set up
         timings["optimize_total_s"] = result.elapsed_s
         timings["phases_s"] = {k: round(v, 4) for k, v in result.timings.items()}
 

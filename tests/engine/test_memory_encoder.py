@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -15,6 +16,7 @@ from engine.priors.tiny_encoder import EncoderKind, load_tiny_encoder, parse_enc
 from tests.helpers.tiny_taesd import build_tiny_taesd, write_taesd_encoder_file
 
 CPU = torch.device("cpu")
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -134,3 +136,73 @@ def test_embedded_prior_records_the_mode_and_refuses_the_tiny_encoder(taesd_dir)
         setup_prior(prior, device=CPU, encoder="tiny", tiny_encoder=str(taesd_dir))
     assert err.value.exit_code == 2
     assert math.isfinite(float(s.memory.threshold_gib))
+
+
+# -- the CLI: flags resolved and recorded in job.json, bad values exit 2 --------------------------
+
+def _texture_args(mesh, model, out, *extra):
+    return ["texture", str(mesh), "--prompt", "a wooden crate", "--model", str(model), "--steps", "3",
+            "--texture-size", "64", "--render-size", "64", "--device", "cpu", "--out", str(out), "--quiet", *extra]
+
+
+@pytest.fixture(scope="module")
+def crate(tmp_path_factory):
+    from engine.mesh import save_mesh_npz
+    from tests.helpers.cube import cube_mesh
+
+    p = tmp_path_factory.mktemp("mesh") / "crate.npz"
+    save_mesh_npz(cube_mesh(), p)
+    return p
+
+
+def test_cli_records_memory_and_encoder_in_job_json(crate, tiny_sd_dir, taesd_dir, tmp_path):
+    import json
+
+    from engine.cli import main
+
+    out = tmp_path / "low_tiny"
+    assert main(_texture_args(crate, tiny_sd_dir, out, "--memory", "low", "--encoder", "tiny",
+                              "--tiny-encoder", str(taesd_dir))) == 0
+    rec = json.loads((out / "job.json").read_text())
+    assert rec["status"] == "succeeded" and rec["spec"]["memory"] == "low" and rec["spec"]["encoder"] == "tiny"
+    m = rec["memory"]
+    assert (m["requested"], m["mode"], m["peak_allocated_bytes"]) == ("low", "low", None)  # no CUDA peak on a CPU
+    assert "attention_slicing" in m["levers"] and m["auto_low_below_gib"] > 0
+    assert rec["encoder"] == {"kind": "tiny", "weights": str(taesd_dir.resolve())}
+    out = tmp_path / "defaults"
+    assert main(_texture_args(crate, tiny_sd_dir, out)) == 0
+    rec = json.loads((out / "job.json").read_text())
+    assert (rec["memory"]["requested"], rec["memory"]["mode"], rec["memory"]["levers"]) == ("auto", "full", [])
+    assert rec["encoder"] == {"kind": "full", "weights": None}
+
+
+@pytest.mark.parametrize("flag,bad,allowed", [("--memory", "huge", "auto, full, low"),
+                                              ("--encoder", "small", "full, tiny")])
+def test_cli_bad_values_exit_2_with_the_allowed_ones(crate, tmp_path, flag, bad, allowed):
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "server.cli", *_texture_args(crate, "embedded", tmp_path / "o", flag, bad)],
+                       capture_output=True, text=True, timeout=120, cwd=str(Path(__file__).resolve().parents[2]))
+    assert r.returncode == 2, r.stderr
+    assert bad in r.stderr and all(v in r.stderr for v in allowed.split(", "))
+
+
+def test_cli_tiny_encoder_with_the_embedded_model_is_exit_2(crate, taesd_dir, tmp_path, capsys):
+    from engine.cli import main
+
+    code = main(_texture_args(crate, "embedded", tmp_path / "e", "--encoder", "tiny", "--tiny-encoder", str(taesd_dir)))
+    assert code == 2
+    assert "allowed with this model: encoder full" in capsys.readouterr().err
+
+
+def test_spec_json_carries_the_fields_and_rejects_bad_ones():
+    from engine.job import TextureJob
+
+    job = TextureJob.from_dict({"prompt": "x", "memory": "low", "encoder": "tiny", "tiny_encoder": "/m/taesd"})
+    assert (job.memory, job.encoder, job.tiny_encoder) == (MemoryMode.LOW, EncoderKind.TINY, "/m/taesd")
+    assert TextureJob.from_json(job.to_json()) == job
+    with pytest.raises(SpecError, match="allowed: auto, full, low"):
+        TextureJob.from_dict({"prompt": "x", "memory": 8})
+    with pytest.raises(SpecError, match="tiny_encoder is empty"):
+        TextureJob(prompt="x", encoder="tiny", tiny_encoder=" ")
