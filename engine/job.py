@@ -26,6 +26,7 @@ from engine.raster.backend import RasterBackend
 from engine.guidance.method import GuidanceMethod
 from engine.guidance.config import GuidanceConfig, default_cfg
 from engine.guidance.recipe import Recipe, RecipeValues, recipe_values
+from engine.raster.control_images import ControlKind
 from engine.priors.memory import AUTO_LOW_BELOW_GIB, MemoryMode
 from engine.priors.tiny_encoder import DEFAULT_TINY_ENCODER, EncoderKind
 
@@ -100,6 +101,17 @@ class TextureJob:
                                    help="TAESD weights for encoder tiny: hub id, diffusers folder or .safetensors file")
     view_dependent_prompts: bool = spec_field(True, negate_flag="no_view_prompts",
                                               help='append "front view" / "side view" / ... by camera angle')
+    controlnet: str | None = spec_field(
+        None, default_text="none",
+        help="ControlNet that makes the texture follow the mesh's geometry (Stable Diffusion models only; "
+             "it must be trained for the model, e.g. SD 2.1 ControlNets for SD 2.1-base): hub id, diffusers folder "
+             "or .safetensors file")
+    control: ControlKind = spec_field(
+        ControlKind.DEPTH, choices=ControlKind,
+        help="what the ControlNet is shown, from each view's G-buffer: depth (per-view normalised inverse depth) "
+             "or normal (camera-space normals in NormalBae colours); docs/conventions.md")
+    control_scale: float = spec_field(1.0, lo=0.0, hi=10.0,
+                                      help="ControlNet strength: multiplies its residuals (0 = the plain model)")
     checkpoint_every: int = spec_field(50, lo=1, hi=1_000_000, help="steps between checkpoints")
     preview_every: int = spec_field(10, lo=1, hi=1_000_000, help="steps between progress snapshots")
 
@@ -118,11 +130,23 @@ class TextureJob:
             raise SpecError("model is empty; allowed: auto, embedded, a hub id, a diffusers folder or a .safetensors file")
         if self.encoder is EncoderKind.TINY and not self.tiny_encoder.strip():
             raise SpecError(f"tiny_encoder is empty; give a hub id (default {DEFAULT_TINY_ENCODER}), a folder or a .safetensors file")
+        if self.controlnet is not None:
+            if not self.controlnet.strip():
+                raise SpecError("controlnet is empty; give a ControlNet hub id, diffusers folder or .safetensors file, "
+                                "or leave it unset")
+            if self.model.strip().lower() == "embedded":
+                raise SpecError("controlnet needs a Stable Diffusion model: the embedded model has no ControlNet; "
+                                "ControlNets work with SD priors (a hub id, a diffusers folder or a .safetensors SD "
+                                "checkpoint, or auto when SD is cached)")
 
     # -- derived values -------------------------------------------------------------
-    @property
-    def is_edit(self) -> bool:
-        return self.edit_source_prompt is not None
+    def control_config(self):
+        """The job's ``engine.priors.controlnet.ControlConfig``; None without a ControlNet."""
+        if self.controlnet is None:
+            return None
+        from engine.priors.controlnet import ControlConfig
+
+        return ControlConfig(self.controlnet.strip(), self.control, float(self.control_scale))
 
     def resolve(self, preferred_views: ViewMode = ViewMode.ORBIT, preferred_render_size: int = 512) -> "ResolvedJob":
         """Every setting this job runs with: the recipe's values under the job's overrides,
@@ -213,4 +237,7 @@ class ResolvedJob:
         return {"recipe": self.recipe.value, **self.values.to_dict(), "method": self.job.method.value,
                 "stage_two_start": self.stage_two_start if self.job.method is GuidanceMethod.BRIDGE else None,
                 "stage_two_scale": g.bridge_scale, "anneal_after_step": g.anneal_after_step,
-                "views": self.views.value, "render_size": self.render_size}
+                "views": self.views.value, "render_size": self.render_size,
+                "controlnet": None if self.job.controlnet is None else {
+                    "model": self.job.controlnet, "control": self.job.control.value,
+                    "control_scale": float(self.job.control_scale)}}

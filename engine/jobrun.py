@@ -162,6 +162,15 @@ def execute(job: TextureJob, folder: JobFolder, *, mesh, prior, callbacks: JobCa
         timings["prior_setup_s"] = time.perf_counter() - t0
         reset_peak_memory(device)
 
+        if job.controlnet is not None:  # loaded in the prior's final dtype, checked against its UNet before any step
+            from engine.priors.controlnet import with_control
+
+            t0 = time.perf_counter()
+            prior = with_control(prior, job.control_config())
+            record["controlnet"] = {"model": prior.controlnet_name, "control": job.control.value,
+                                    "control_scale": float(job.control_scale)}
+            timings["load_controlnet_s"] = time.perf_counter() - t0
+
         t0 = time.perf_counter()
         resolved = job.resolve(prior.preferred_views, prior.preferred_render_size)
         views_per_step = prior_setup.views_per_step
