@@ -22,6 +22,7 @@ import torch
 
 from engine.callbacks import JobCallbacks
 from engine.checkpoint import Checkpoint
+from engine.environment import versions
 from engine.errors import JobCancelled, SpecError, TexbridgeError
 from engine.job import TextureJob
 from engine.jobfolder import JobFolder
@@ -32,18 +33,6 @@ from engine.jobstate import JobState
 VIEW_CACHE_MIN, VIEW_CACHE_MAX = 16, 64
 #: Spec fields that may differ when resuming (they do not change the optimization's math).
 RESUME_MAY_DIFFER = ("mesh", "device", "backend", "memory", "checkpoint_every", "preview_every")
-
-
-def versions() -> dict[str, str]:
-    from importlib import metadata
-
-    out = {"python": platform.python_version(), "torch": torch.__version__}
-    for pkg in ("texbridge", "diffusers", "transformers", "numpy", "numba"):
-        try:
-            out[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            out[pkg] = "not installed"
-    return out
 
 
 def build_views(resolved, ctx, mesh, views_per_step: int):
