@@ -60,6 +60,8 @@ class DiffusionPrior(Protocol):
 
         latents (N, C, r, r) noisy x_t; t (N,) int64; embeddings (N, L, D).
         Returns (N, C, r, r) float32, no gradient (the caller detaches).
+        A prior with a ControlNet (``engine.priors.controlnet.ControlledPrior``) also takes
+        ``control`` (N, 3, R, R), the batch's conditioning images; the guidance passes it only then.
         """
         ...
 
