@@ -131,6 +131,12 @@ def draw_panel(layout, context) -> Status:
         box.prop(s, "source_modifier")
         box.prop(s, "target_modifier")
         box.prop(s, "model")
+        box.prop(s, "memory")
+        row = box.row(align=True)
+        row.prop(s, "encoder", expand=True)
+        sub = row.row()
+        sub.enabled = s.encoder == "tiny"
+        sub.prop(s, "tiny_encoder", text="")
         box.prop(s, "follow_geometry")
         col = box.column(align=True)
         col.enabled = s.follow_geometry

@@ -47,6 +47,17 @@ CONTROL_ITEMS = [
     ("depth", "Depth", "The ControlNet sees each view's depth (near = bright); for depth ControlNets"),
     ("normal", "Normal", "The ControlNet sees each view's surface normals (NormalBae colours); for normal ControlNets"),
 ]
+#: engine.priors.memory.MemoryMode
+MEMORY_ITEMS = [
+    ("auto", "Auto", "Low when the GPU has little free memory (under about 14 GB, an estimate), else full"),
+    ("full", "Full", "No memory savings: fastest"),
+    ("low", "Low", "Attention/VAE slicing, checkpointed encoder, text encoder on the CPU, 1 view per step (for 8 GB cards)"),
+]
+#: engine.priors.tiny_encoder.EncoderKind
+ENCODER_ITEMS = [
+    ("full", "Full", "The model's own VAE encoder"),
+    ("tiny", "Tiny", "TAESD's small encoder: faster steps, less memory (Stable Diffusion models only)"),
+]
 PRESET_ITEMS = [
     ("FAST", "Fast", "300 steps"),
     ("BALANCED", "Balanced", "600 steps"),
@@ -98,6 +109,12 @@ class TexbridgeSettings(bpy.types.PropertyGroup):
         name="ControlNet", default="",
         description="Hub id or path of a ControlNet trained for the model in use "
                     "(SD 2.1-base: thibaud/controlnet-sd21-depth-diffusers; SD 1.5 ControlNets do not fit)")
+    memory: EnumProperty(name="Memory", items=MEMORY_ITEMS, default="auto",
+                         description="GPU memory use of the engine for this job")
+    encoder: EnumProperty(name="Encoder", items=ENCODER_ITEMS, default="full",
+                          description="Image encoder on the gradient path")
+    tiny_encoder: StringProperty(name="Tiny encoder", default="madebyollin/taesd",
+                                 description="Hub id or path of the TAESD weights used by the tiny encoder")
     preview_every: IntProperty(name="Preview every", default=10, min=1, max=1_000_000, description="Steps between live previews")
     refine_prompt: StringProperty(name="Edit", description="How to change the current texture", default="")
     refine_selected_only: BoolProperty(name="Selected faces only", default=False,
@@ -137,6 +154,12 @@ def spec_from_settings(s: TexbridgeSettings, prompt: str | None = None) -> dict[
         spec["cfg_scale"] = float(s.cfg_scale)
     if s.stage_two_start > 0:
         spec["stage_two_start"] = min(int(s.stage_two_start), int(s.steps))
+    if s.memory != "auto":
+        spec["memory"] = s.memory
+    if s.encoder == "tiny":
+        spec["encoder"] = "tiny"
+        if s.tiny_encoder.strip():
+            spec["tiny_encoder"] = s.tiny_encoder.strip()
     if s.follow_geometry and s.controlnet_model.strip():
         spec["controlnet"] = s.controlnet_model.strip()
         spec["control"] = s.control
