@@ -50,7 +50,7 @@ PLAN=(
   "sd_size_models|200|in the background: random SD-2.1-base-size model (fp16) + TAESD folders (benchmarks/sd_size_model.py)"
   "nvdiffrast_build|150|JIT-build nvdiffrast (TORCH_CUDA_ARCH_LIST=9.0) and rasterize the sample mesh once, timed"
   "raster_parity|60|benchmarks/raster_parity.py: nvdiffrast vs numba, sample mesh + 50k-triangle sphere, 512 px"
-  "step_cost|120|benchmarks/step_cost.py --device cuda --only sd21 --memory full,low --encoder full,tiny (fp16, 512 px, 4 views)"
+  "step_cost|120|benchmarks/step_cost.py --device cuda --only sd21 --memory full,low --encoder full,tiny --controlnet none (fp16, 512 px, 4 views)"
   "whole_job|130|texbridge texture sample mesh, SD-size random model, --memory full --encoder tiny, 1000 steps, 1024 px"
   "gpu_tests|120|pytest -m gpu tests/engine/test_raster_gpu.py tests/server/test_gpu.py"
   "server_job|90|benchmarks/server_gpu.py: texbridge serve on CUDA, tiny model, two jobs, VRAM before/after unload"
@@ -119,7 +119,7 @@ print(f'nvdiffrast built and ran in {time.perf_counter() - t:.1f} s; covered pix
 "
 step raster_parity 60 "$PY" benchmarks/raster_parity.py --res 512 --json "$WORK/parity.json"
 step step_cost 120 "$PY" benchmarks/step_cost.py --device cuda --only sd21 --memory full,low --encoder full,tiny \
-  --texture-size 1024 --views 4 --steps 5 --json "$WORK/step_cost.json"
+  --controlnet none --texture-size 1024 --views 4 --steps 5 --json "$WORK/step_cost.json"
 
 if [[ -n "$MODELS_PID" ]]; then echo "== waiting for the SD-size model folders"; wait "$MODELS_PID"; cat "$WORK/models.log"; fi
 whole_job() {
