@@ -125,7 +125,7 @@ if [[ -n "$MODELS_PID" ]]; then echo "== waiting for the SD-size model folders";
 whole_job() {
   [[ -f "$WORK/models/sd21_random/model_index.json" ]] || { echo "no SD-size model folder"; return 1; }
   "${TB[@]}" texture engine/assets/sample_mesh.obj --prompt "a weathered bronze statue" \
-    --model "$WORK/models/sd21_random" --device cuda --backend nvdiffrast --memory full --encoder tiny \
+    --model "$WORK/models/sd21_random" --device cuda --backend auto --memory full --encoder tiny \
     --tiny-encoder "$WORK/models/taesd_random" --steps 1000 --texture-size 1024 --out "$WORK/job"
 }
 step whole_job 130 whole_job
