@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from engine.errors import SpecError
+from engine.errors import Fix, SpecError
 from engine.priors.memory import (MemoryConfig, MemoryDecision, apply_memory_mode, peak_memory_bytes,
                                   resolve_memory_mode, views_per_step_for)
 from engine.priors.tiny_encoder import DEFAULT_TINY_ENCODER, EncoderKind, load_tiny_encoder, parse_encoder_kind
@@ -55,7 +55,8 @@ def setup_prior(prior, *, device: torch.device, memory="auto", encoder="full", t
     has_vae = hasattr(prior, "set_tiny_encoder")
     if kind is EncoderKind.TINY and not has_vae:
         raise SpecError(f"encoder 'tiny' replaces a Stable Diffusion VAE encoder, and model {prior.name!r} has none "
-                        f"(it works on pixels); allowed with this model: encoder full")
+                        f"(it works on pixels); allowed with this model: encoder full", kind="spec",
+                        fix=Fix("encoder", "fix: set {field} to full, or use a Stable Diffusion model"))
     levers = apply_memory_mode(prior, decision.mode)
     weights = None
     if has_vae:

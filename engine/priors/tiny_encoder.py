@@ -31,7 +31,7 @@ from pathlib import Path
 
 import torch
 
-from engine.errors import ModelNotFoundError, SpecError, parse_choice
+from engine.errors import Fix, ModelNotFoundError, SpecError, parse_choice
 
 #: TAESD for SD 1.x / 2.x latents (4 channels), diffusers layout, on the Hugging Face hub.
 DEFAULT_TINY_ENCODER = "madebyollin/taesd"
@@ -118,15 +118,19 @@ def _from_hub(repo_id: str):
         return AutoencoderTiny.from_pretrained(repo_id, local_files_only=True, cache_dir=cache, use_safetensors=True)
     except (OSError, ValueError):
         pass
-    missing = (f"tiny_encoder {repo_id!r} is not in the local Hugging Face cache ({cache}) and cannot be downloaded; "
-               f"fix: `huggingface-cli download {repo_id}` on a machine with network, or set tiny_encoder to a folder "
-               f"or .safetensors file, or encoder to full")
+    def missing() -> ModelNotFoundError:
+        return ModelNotFoundError(
+            f"tiny_encoder {repo_id!r} is not in the local Hugging Face cache ({cache}) and cannot be downloaded",
+            kind="model_not_cached",
+            fix=Fix("tiny_encoder", f"fix: run `huggingface-cli download {repo_id}` on a machine with network, or set "
+                                    "{field} to a TAESD folder or .safetensors file (or use the full encoder)"))
+
     if hub_offline():
-        raise ModelNotFoundError(missing)
+        raise missing()
     try:
         return AutoencoderTiny.from_pretrained(repo_id, cache_dir=cache, use_safetensors=True)
     except Exception:  # no network, unknown repo ...
-        raise ModelNotFoundError(missing) from None
+        raise missing() from None
 
 
 def _from_file(path: Path):
