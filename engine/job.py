@@ -82,7 +82,7 @@ class TextureJob:
                                          help="rendered view side in pixels (resized to the model's resolution)")
     views: ViewMode = spec_field(ViewMode.AUTO, choices=ViewMode,
                                  help="cameras: auto (the model's choice), orbit (whole object), closeup (surface fills the frame)")
-    views_per_step: int | None = spec_field(None, lo=1, hi=64, default_text="4 on a GPU, 1 on a CPU",
+    views_per_step: int | None = spec_field(None, lo=1, hi=64, default_text="4 on a GPU (1 with memory low), 1 on a CPU",
                                             help="views rendered per step")
     seed: int = spec_field(0, lo=0, hi=2**63 - 1, help="random seed; a CPU run is deterministic for a seed")
     model: str = spec_field("auto", help="auto | embedded | hub id | diffusers folder | .safetensors file")
