@@ -79,3 +79,35 @@ def test_face_index_past_the_vertices_is_400_at_submit(client, filename, mesh):
     assert r.status_code == 400, r.text
     assert "face indices out of range" in r.json()["error"] and r.json()["kind"] == "mesh"
     assert job_count(client) == before
+
+
+def test_addon_words_the_fix_with_its_own_names_and_the_cli_with_a_flag(limited, capsys):
+    """The same engine error (kind mesh_too_large, field max_triangles): the add-on's client shows
+    no ``--flag`` (it names the engine setting in Preferences); the CLI names ``--max-triangles``."""
+    from blender_addon import client as addon_client
+    from engine.assets import SAMPLE_MESH
+    from engine.cli import main
+
+    c = addon_client.EngineClient(limited.url, limited.token)
+    with pytest.raises(addon_client.EngineRequestError) as err:
+        c.submit(dict(TINY_SPEC), npz_bytes(**grid_arrays(55)))
+    shown = str(err.value)
+    assert err.value.status == 413 and "6,050 triangles is more than the limit of 5,000" in shown
+    assert "the engine's triangle limit (Preferences > Engine start command)" in shown and "--" not in shown
+
+    code = main(["render", str(SAMPLE_MESH), "--out", "/nonexistent/s.png", "--max-triangles", "100"])
+    assert code == 3 and "decimate the mesh or raise --max-triangles" in capsys.readouterr().err
+
+
+def test_addon_words_engine_errors_of_failed_jobs():
+    """A failed job's event carries the engine error's fields (server.errors.error_body)."""
+    from blender_addon import client as addon_client
+    from engine.errors import cli_flag
+    from engine.priors import loading
+    from server.errors import error_body
+
+    exc = loading._model_missing("owner/model")
+    shown = addon_client.describe_error(error_body(exc))
+    assert "set the Model field" in shown and "--" not in shown
+    assert "set --model to the PATH" in exc.worded(cli_flag)
+    assert addon_client.describe_error({"error": "plain words"}) == "plain words"
