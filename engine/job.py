@@ -20,7 +20,7 @@ from typing import Any
 
 from engine.cameras import ViewMode
 from engine import jobschema
-from engine.errors import SpecError
+from engine.errors import Fix, SpecError
 from engine.jobschema import spec_field
 from engine.raster.backend import RasterBackend
 from engine.guidance.method import GuidanceMethod
@@ -119,7 +119,7 @@ class TextureJob:
         for fs in jobschema.fields(type(self)):  # types, choices and ranges: from the field metadata
             object.__setattr__(self, fs.name, jobschema.check_value(fs, getattr(self, fs.name)))
         if not self.prompt.strip():
-            raise SpecError("prompt is empty; give a text prompt such as --prompt 'red brick wall'")
+            raise SpecError("prompt is empty", fix=Fix("prompt", "give a text prompt in {field}, such as 'red brick wall'"))
         if self.stage_two_start is not None and self.stage_two_start > self.steps:
             raise SpecError(f"stage_two_start={self.stage_two_start} is out of range; allowed: 0..{self.steps} (the steps)")
         if not _is_pow2(self.texture_size):

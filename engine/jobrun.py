@@ -23,7 +23,7 @@ import torch
 from engine.callbacks import JobCallbacks
 from engine.checkpoint import Checkpoint
 from engine.environment import versions
-from engine.errors import JobCancelled, SpecError, TexbridgeError
+from engine.errors import Fix, JobCancelled, SpecError, TexbridgeError
 from engine.job import TextureJob
 from engine.jobfolder import JobFolder
 from engine.jobstate import JobState
@@ -68,7 +68,8 @@ def read_job_json(out_dir: str | Path) -> dict:
     folder = JobFolder(out_dir)
     record = folder.read_record()
     if record is None:
-        raise SpecError(f"{out_dir} has no readable {folder.job_json.name}; --resume needs a folder written by texbridge texture")
+        raise SpecError(f"{out_dir} has no readable {folder.job_json.name}", kind="not_a_job_folder",
+                        fix=Fix("resume", "{field} needs a folder written by texbridge texture"))
     return record
 
 
