@@ -25,9 +25,11 @@ from engine.errors import Fix, ModelNotFoundError, SpecError
 from engine.raster.control_images import ControlImageConfig, ControlKind, control_images
 from engine.raster.gbuffer import GBuffer
 
-#: UNet config keys a ControlNet must share with the UNet it steers (diffusers names).
+#: UNet config keys a ControlNet must share with the UNet it steers (diffusers names): the latent
+#: channels, the text-embedding width, and what fixes the number and shapes of its residuals.
+#: (Head counts and transformer depth are the ControlNet's own business.)
 ARCHITECTURE_KEYS = ("in_channels", "block_out_channels", "layers_per_block", "down_block_types",
-                     "cross_attention_dim", "attention_head_dim", "transformer_layers_per_block")
+                     "cross_attention_dim")
 
 
 @dataclass(frozen=True)
@@ -119,10 +121,6 @@ def _arch(config) -> dict:
         v = get(key, None)
         if isinstance(v, list):
             v = tuple(v)
-        if key == "transformer_layers_per_block" and isinstance(v, int):
-            v = (v,) * len(get("block_out_channels"))
-        if key == "attention_head_dim" and isinstance(v, int):
-            v = (v,) * len(get("block_out_channels"))
         out[key] = v
     return out
 
