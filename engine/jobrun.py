@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from engine import jobschema
 from engine.callbacks import JobCallbacks
 from engine.checkpoint import Checkpoint
 from engine.environment import versions
@@ -228,7 +229,10 @@ def execute(job: TextureJob, folder: JobFolder, *, mesh, prior, callbacks: JobCa
 
 def check_resume(job: TextureJob, saved: dict) -> None:
     """``SpecError`` when ``job`` differs from the checkpoint's spec ``saved`` in a field that
-    changes the optimization (``RESUME_MAY_DIFFER`` may differ)."""
+    changes the optimization (``RESUME_MAY_DIFFER`` may differ). A field the checkpoint
+    predates counts as its default, so adding a job field does not strand older jobs."""
+    defaults = {fs.name: fs.default_value for fs in jobschema.fields(TextureJob) if not fs.required}
+    saved = {**defaults, **saved}
     now = job.to_dict()
     diff = sorted(k for k in set(saved) | set(now) if k not in RESUME_MAY_DIFFER and saved.get(k) != now.get(k))
     if diff:

@@ -92,3 +92,17 @@ def test_the_one_validator_names_what_is_allowed(fields, message):
     with pytest.raises(SpecError) as err:
         TextureJob(prompt="x", **fields)
     assert message in str(err.value)
+
+
+def test_a_checkpoint_older_than_a_field_still_resumes():
+    """A field added after a job was checkpointed counts as its default on resume."""
+    from engine.jobrun import check_resume
+
+    job = TextureJob(prompt="x", steps=20)
+    saved = job.to_dict()
+    del saved["encoder"], saved["control_scale"]  # written before these fields existed
+    check_resume(job, saved)
+    with pytest.raises(SpecError, match="differs from the checkpoint's in steps"):
+        check_resume(job, {**saved, "steps": 30})
+    with pytest.raises(SpecError, match="control_scale"):
+        check_resume(job.replace(control_scale=0.5), saved)
