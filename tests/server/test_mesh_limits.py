@@ -15,7 +15,7 @@ import pytest
 
 from engine.jobstate import JobState
 from server.config import WorkerRunner
-from tests.helpers.small_engine import SMALL_DEFAULT
+from tests.helpers import SMALL_DEFAULT  # importing small_engine here would lower the default in this process
 from tests.server.conftest import TINY_SPEC, EngineServer, npz_bytes, read_events, submit
 
 
