@@ -78,7 +78,7 @@ class CloseupViews:
 
     def __init__(self, ctx: RasterContext, mesh: Mesh, config: CloseupConfig, resolution: int):
         self.ctx, self.mesh, self.config, self.resolution = ctx, mesh, config, int(resolution)
-        self._surface = Surface.of(mesh.normalized_positions(), mesh.faces)  # once, not every step
+        self._surface = Surface.of(mesh.normalized_positions(), mesh.faces, mesh.uvs)  # once, not every step
 
     def draw(self, n: int, generator: torch.Generator) -> ViewBatch:
         cams = closeup_cameras(self._surface, self.config, n, generator)

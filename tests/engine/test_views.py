@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from engine.cameras import CloseupConfig, Surface, closeup_cameras
+from engine.cameras import CloseupConfig, CloseupUp, Surface, closeup_cameras
 from engine.raster import RasterContext, rasterize
 from engine.render import RenderConfig, ViewCache, render_texture
 from engine.shapes import island_cube, quad, uv_sphere
@@ -63,3 +63,25 @@ def test_view_sources_draw_from_the_generator_and_render():
     expected = torch.randint(0, 2, (3,), generator=torch.Generator().manual_seed(0)).tolist()
     cb = CachedViews(cache).draw(3, g)
     assert torch.equal(cb.cameras.view, b1.cameras.view[expected])
+
+
+def test_uv_up_closeups_see_the_texture_upright():
+    """With ``up=UV`` every close-up's image up is the aimed face's +v direction: on the cube's
+    top and bottom faces too, where world up rolls freely. The rendered v grows upwards."""
+    mesh = island_cube()
+    surface = Surface.of(mesh.normalized_positions(), mesh.faces, mesh.uvs)
+    cams = closeup_cameras(surface, CloseupConfig(tilt_deg=0.0, up=CloseupUp.UV), 64, torch.Generator().manual_seed(2))
+    gb = rasterize(RasterContext("numba"), mesh, cams, 32)
+    full = [i for i in range(64) if bool(gb.mask[i].all())]
+    tops = [i for i in full if abs(float(gb.normal[i, 16, 16, 1])) > 0.99]  # top/bottom faces
+    assert len(full) >= 16 and tops
+    for i in full:
+        v = gb.uv[i, ..., 1]
+        assert float(v[4, 16]) > float(v[28, 16])  # row 4 (near the top) has the larger v
+        assert abs(float(v[16, 4] - v[16, 28])) < 1e-3  # and v does not change along a row
+    # on the quad, whose +v is world +Y, UV up and world up give the same cameras
+    q = quad()
+    args = (CloseupConfig(up=CloseupUp.UV), 8, )
+    a = closeup_cameras(Surface.of(q.normalized_positions(), q.faces, q.uvs), *args, torch.Generator().manual_seed(4))
+    b = closeup_cameras(Surface.of(q.normalized_positions(), q.faces), *args, torch.Generator().manual_seed(4))
+    assert torch.allclose(a.view, b.view, atol=1e-5)
