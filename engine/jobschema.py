@@ -18,15 +18,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import typing
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
 from engine.errors import SpecError, parse_choice
-
-_NONE = object()
-
 
 def spec_field(default: Any = dataclasses.MISSING, *, help: str, default_text: str | None = None,
                choices: type[Enum] | tuple[str, ...] | None = None, lo: float | None = None,
@@ -100,7 +98,8 @@ class FieldSchema:
         return f"({lo[1:]}, {hi}]" if self.lo_open else f"{lo}..{hi}"
 
 
-def fields(job_cls: type) -> list[FieldSchema]:
+@functools.cache  # every TextureJob construction validates through it
+def fields(job_cls: type) -> tuple[FieldSchema, ...]:
     """The schema of every field of ``job_cls`` (a ``TextureJob``), in declaration order."""
     hints = typing.get_type_hints(job_cls)
     out = []
@@ -116,7 +115,7 @@ def fields(job_cls: type) -> list[FieldSchema]:
             name=f.name, kind=kind, nullable=nullable, default=f.default, help=meta["help"],
             default_text=meta["default_text"], choices=choices, enum=enum, lo=meta["lo"], hi=meta["hi"],
             lo_open=meta["lo_open"], flag=meta["flag"] or f.name, cli=meta["cli"], negate_flag=meta["negate_flag"]))
-    return out
+    return tuple(out)
 
 
 def _kind(hint: Any) -> tuple[type, bool]:

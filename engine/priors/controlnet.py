@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from engine.errors import Fix, ModelNotFoundError, SpecError
+from engine.priors.loading import first_line
 from engine.raster.control_images import ControlImageConfig, ControlKind, control_images
 from engine.raster.gbuffer import GBuffer
 
@@ -67,7 +68,7 @@ def load_controlnet(model: str, device: torch.device, dtype: torch.dtype):
     """
     from diffusers import ControlNetModel
 
-    from engine.priors.loading import PICKLE_SUFFIXES, ModelKind, ModelRef, _quiet_diffusers, hub_cache_dir, hub_offline
+    from engine.priors.loading import PICKLE_SUFFIXES, ModelKind, ModelRef, _quiet_diffusers, from_hub, hub_cache_dir, hub_offline
 
     ref = ModelRef.parse(model)
     kw = dict(torch_dtype=dtype)
@@ -83,20 +84,10 @@ def load_controlnet(model: str, device: torch.device, dtype: torch.dtype):
                     net = ControlNetModel.from_pretrained(ref.value, local_files_only=True, use_safetensors=True, **kw)
             except (OSError, ValueError) as exc:
                 raise ModelNotFoundError(f"could not load ControlNet folder {ref.value!r} (safetensors weights "
-                                         f"required): {_first_line(exc)}") from None
+                                         f"required): {first_line(exc)}") from None
         case ModelKind.HUB:
-            cache = str(hub_cache_dir())
-            try:
-                with _quiet_diffusers():
-                    net = ControlNetModel.from_pretrained(ref.value, local_files_only=True, cache_dir=cache,
-                                                          use_safetensors=True, **kw)
-            except (OSError, ValueError):
-                if hub_offline():
-                    raise _not_cached(ref.value) from None
-                try:
-                    net = ControlNetModel.from_pretrained(ref.value, cache_dir=cache, use_safetensors=True, **kw)
-                except Exception:  # no network, unknown repo, only pickle weights ...
-                    raise _not_cached(ref.value) from None
+            net = from_hub(lambda rid, **hub: ControlNetModel.from_pretrained(rid, use_safetensors=True, **hub, **kw),
+                           ref.value, lambda: _not_cached(ref.value))
         case ModelKind.SINGLE_FILE:
             p = Path(ref.value)
             if p.suffix.lower() in PICKLE_SUFFIXES:
@@ -109,7 +100,7 @@ def load_controlnet(model: str, device: torch.device, dtype: torch.dtype):
                     net = ControlNetModel.from_single_file(str(p), local_files_only=hub_offline(),
                                                            cache_dir=str(hub_cache_dir()), **kw)
             except Exception as exc:  # diffusers raises many types for unusable checkpoints
-                raise ModelNotFoundError(f"could not load {p.name} as a ControlNet: {_first_line(exc)}; single-file "
+                raise ModelNotFoundError(f"could not load {p.name} as a ControlNet: {first_line(exc)}; single-file "
                                          f"loading needs its diffusers config (Hugging Face cache or network)") from None
     return net.to(device).eval().requires_grad_(False), ref.value
 
@@ -209,7 +200,3 @@ def with_control(prior, config: ControlConfig | None):
     net, name = load_controlnet(config.model, prior.device, prior.dtype)
     return ControlledPrior(prior, net, config, name)
 
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0][:300] if text else type(exc).__name__

@@ -143,26 +143,46 @@ def _quiet_diffusers():
     ctx = warnings.catch_warnings()
     ctx.__enter__()
     warnings.simplefilter("ignore", FutureWarning)
-    level = dlog.get_verbosity()
+    level, bars = dlog.get_verbosity(), dlog.is_progress_bar_enabled()
     dlog.set_verbosity_error()
     dlog.disable_progress_bar()
-    tlevel = tlog.get_verbosity()
+    tlevel, tbars = tlog.get_verbosity(), tlog.is_progress_bar_enabled()
     tlog.set_verbosity_error()
     tlog.disable_progress_bar()
 
-    class _Restore:
+    class _Restore:  # restores what it found, so a quiet load inside a quiet block stays quiet
         def __enter__(self):
             return self
 
         def __exit__(self, *exc):
             dlog.set_verbosity(level)
-            dlog.enable_progress_bar()
+            if bars:
+                dlog.enable_progress_bar()
             tlog.set_verbosity(tlevel)
-            tlog.enable_progress_bar()
+            if tbars:
+                tlog.enable_progress_bar()
             ctx.__exit__(*exc)
             return False
 
     return _Restore()
+
+
+def from_hub(load, repo_id: str, missing):
+    """``load(repo_id, local_files_only=..., cache_dir=...)`` from the local Hugging Face cache
+    (quietly); when it is not there and the hub is reachable, downloaded into the cache.
+    ``missing()`` builds the ``ModelNotFoundError`` raised offline or when the download fails.
+    The one cache-then-download rule of every hub-id loader (prior, ControlNet, TAESD)."""
+    cache = str(hub_cache_dir())
+    try:
+        with _quiet_diffusers():
+            return load(repo_id, local_files_only=True, cache_dir=cache)
+    except (OSError, ValueError):
+        if hub_offline():
+            raise missing() from None
+    try:  # online: download into the cache
+        return load(repo_id, cache_dir=cache)
+    except Exception:  # no network, unknown repo, gated, only pickle weights ...
+        raise missing() from None
 
 
 def _load_folder(path: str, name: str, device: torch.device, dtype: torch.dtype):
@@ -182,7 +202,7 @@ def _load_folder(path: str, name: str, device: torch.device, dtype: torch.dtype)
         with _quiet_diffusers():
             pipe = StableDiffusionPipeline.from_pretrained(path, local_files_only=True, **_pipeline_kwargs(dtype))
     except (OSError, ValueError) as exc:
-        raise ModelNotFoundError(f"could not load diffusers folder {path!r} (safetensors weights required): {_first_line(exc)}") from None
+        raise ModelNotFoundError(f"could not load diffusers folder {path!r} (safetensors weights required): {first_line(exc)}") from None
     return StableDiffusionPrior.from_pipeline(pipe, name, device, dtype)
 
 
@@ -206,17 +226,8 @@ def _load_hub(repo_id: str, device: torch.device, dtype: torch.dtype):
 
     from engine.priors.stable_diffusion import StableDiffusionPrior
 
-    cache = str(hub_cache_dir())
-    try:
-        with _quiet_diffusers():
-            pipe = StableDiffusionPipeline.from_pretrained(repo_id, local_files_only=True, cache_dir=cache, **_pipeline_kwargs(dtype))
-    except (OSError, ValueError):
-        if hub_offline():
-            raise _model_missing(repo_id) from None
-        try:  # online: download into the cache
-            pipe = StableDiffusionPipeline.from_pretrained(repo_id, cache_dir=cache, **_pipeline_kwargs(dtype))
-        except Exception:  # no network, unknown repo, gated ...
-            raise _model_missing(repo_id) from None
+    pipe = from_hub(lambda rid, **kw: StableDiffusionPipeline.from_pretrained(rid, **kw, **_pipeline_kwargs(dtype)),
+                    repo_id, lambda: _model_missing(repo_id))
     return StableDiffusionPrior.from_pipeline(pipe, repo_id, device, dtype)
 
 
@@ -253,7 +264,7 @@ def _load_single_file(path: str, device: torch.device, dtype: torch.dtype, confi
             error = exc
     if pipe is None:
         raise ModelNotFoundError(
-            f"could not load {p.name} as a Stable Diffusion checkpoint: {_first_line(error)}; single-file loading "
+            f"could not load {p.name} as a Stable Diffusion checkpoint: {first_line(error)}; single-file loading "
             f"needs the model's diffusers configs (in the Hugging Face cache {hub_cache_dir()}, or network)",
             fix=Fix("model", "alternatively set {field} to the PATH of a diffusers folder"),
         )
@@ -265,7 +276,7 @@ def _load_embedded(device: torch.device, dtype: torch.dtype | None):
         from engine.priors.embedded import load_embedded_prior
     except ImportError as exc:
         raise ModelNotFoundError(
-            f"the embedded model is not available in this install ({_first_line(exc)})", fix=_model_fix(DEFAULT_HUB_MODEL),
+            f"the embedded model is not available in this install ({first_line(exc)})", fix=_model_fix(DEFAULT_HUB_MODEL),
         ) from None
     with _quiet_diffusers():
         return load_embedded_prior(device, dtype)
@@ -316,7 +327,7 @@ def _load_auto(dev: torch.device, dt: torch.dtype, dtype: torch.dtype | None):
     try:
         prior = _load_embedded(dev, dtype)
     except (TexbridgeError, OSError) as exc:
-        raise _model_missing(DEFAULT_HUB_MODEL, f" and the embedded fallback failed too ({_first_line(exc)})") from None
+        raise _model_missing(DEFAULT_HUB_MODEL, f" and the embedded fallback failed too ({first_line(exc)})") from None
     log.warning(
         "using the embedded model: %s; for full quality run `huggingface-cli download %s` once, or pass --model PATH",
         why,
@@ -325,6 +336,7 @@ def _load_auto(dev: torch.device, dt: torch.dtype, dtype: torch.dtype | None):
     return prior
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
+    """An exception's first line (at most 300 characters), for one-line error messages."""
     text = str(exc).strip().splitlines()
     return text[0][:300] if text else type(exc).__name__

@@ -32,6 +32,7 @@ from pathlib import Path
 import torch
 
 from engine.errors import Fix, ModelNotFoundError, SpecError, parse_choice
+from engine.priors.loading import _HUB_ID, PICKLE_SUFFIXES, _quiet_diffusers, first_line, from_hub, hub_cache_dir
 
 #: TAESD for SD 1.x / 2.x latents (4 channels), diffusers layout, on the Hugging Face hub.
 DEFAULT_TINY_ENCODER = "madebyollin/taesd"
@@ -72,8 +73,6 @@ class TinyEncoder:
 
 def load_tiny_encoder(ref: str, device: torch.device | str, dtype: torch.dtype) -> TinyEncoder:
     """Load TAESD from a hub id, a diffusers folder or a ``.safetensors`` file (see module doc)."""
-    from engine.priors.loading import PICKLE_SUFFIXES, _quiet_diffusers
-
     s = (ref or "").strip()
     if not s:
         raise SpecError(f"tiny_encoder is empty; give a hub id (default {DEFAULT_TINY_ENCODER}), a folder or a .safetensors file")
@@ -103,34 +102,23 @@ def _from_folder(path: Path):
         return AutoencoderTiny.from_pretrained(str(path), local_files_only=True, use_safetensors=True)
     except (OSError, ValueError) as exc:
         raise ModelNotFoundError(f"could not load tiny_encoder folder {str(path)!r} (safetensors weights required): "
-                                 f"{_first_line(exc)}") from None
+                                 f"{first_line(exc)}") from None
 
 
 def _from_hub(repo_id: str):
     from diffusers import AutoencoderTiny
 
-    from engine.priors.loading import _HUB_ID, hub_cache_dir, hub_offline
-
     if not _HUB_ID.match(repo_id):
         raise ModelNotFoundError(f"tiny_encoder {repo_id!r}: no such folder or file, and not a hub id (owner/name)")
-    cache = str(hub_cache_dir())
-    try:
-        return AutoencoderTiny.from_pretrained(repo_id, local_files_only=True, cache_dir=cache, use_safetensors=True)
-    except (OSError, ValueError):
-        pass
+
     def missing() -> ModelNotFoundError:
         return ModelNotFoundError(
-            f"tiny_encoder {repo_id!r} is not in the local Hugging Face cache ({cache}) and cannot be downloaded",
+            f"tiny_encoder {repo_id!r} is not in the local Hugging Face cache ({hub_cache_dir()}) and cannot be downloaded",
             kind="model_not_cached",
             fix=Fix("tiny_encoder", f"fix: run `huggingface-cli download {repo_id}` on a machine with network, or set "
                                     "{field} to a TAESD folder or .safetensors file (or use the full encoder)"))
 
-    if hub_offline():
-        raise missing()
-    try:
-        return AutoencoderTiny.from_pretrained(repo_id, cache_dir=cache, use_safetensors=True)
-    except Exception:  # no network, unknown repo ...
-        raise missing() from None
+    return from_hub(lambda rid, **kw: AutoencoderTiny.from_pretrained(rid, use_safetensors=True, **kw), repo_id, missing)
 
 
 def _from_file(path: Path):
@@ -143,7 +131,7 @@ def _from_file(path: Path):
     try:
         state = load_file(str(path))
     except Exception as exc:  # safetensors raises its own error types
-        raise ModelNotFoundError(f"tiny_encoder {path.name} is not a readable .safetensors file: {_first_line(exc)}") from None
+        raise ModelNotFoundError(f"tiny_encoder {path.name} is not a readable .safetensors file: {first_line(exc)}") from None
     module = AutoencoderTiny()
     if any(k.startswith("encoder.") for k in state):
         enc = {k[len("encoder."):]: v for k, v in state.items() if k.startswith("encoder.")}
@@ -153,10 +141,6 @@ def _from_file(path: Path):
         module.encoder.load_state_dict(enc, strict=True)
     except RuntimeError as exc:
         raise SpecError(f"tiny_encoder {path.name} does not hold a TAESD encoder (4 latent channels, diffusers or "
-                        f"original layout): {_first_line(exc)}") from None
+                        f"original layout): {first_line(exc)}") from None
     return module
 
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0][:300] if text else type(exc).__name__
