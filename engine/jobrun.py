@@ -23,7 +23,7 @@ import torch
 from engine import jobschema
 from engine.callbacks import JobCallbacks
 from engine.checkpoint import Checkpoint
-from engine.environment import versions
+from engine.environment import resolve_device, versions
 from engine.errors import Fix, JobCancelled, SpecError, TexbridgeError
 from engine.job import TextureJob
 from engine.jobfolder import JobFolder
@@ -107,7 +107,7 @@ def execute(job: TextureJob, folder: JobFolder, *, mesh, prior, callbacks: JobCa
     from engine.export import contact_sheet, encode_png, export_glb, pad_texture, save_texture_png, uv_coverage_mask
     from engine.mesh import load_mesh
     from engine.optimize import OptimizeConfig, gray_texture, optimize_texture
-    from engine.priors.loading import load_prior, resolve_device
+    from engine.priors.loading import load_prior
     from engine.priors.memory import reset_peak_memory
     from engine.priors.setup import record_peak, setup_prior
     from engine.raster import RasterContext

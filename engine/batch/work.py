@@ -85,7 +85,8 @@ class AssetWorker:
         self._prior_key: tuple[str, str] | None = None
 
     def _prior_for(self, model: str, device: str):
-        from engine.priors.loading import load_prior, resolve_device
+        from engine.environment import resolve_device
+        from engine.priors.loading import load_prior
 
         if self._prior is None or self._prior_key != (model, device):
             self.unload()

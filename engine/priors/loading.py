@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from engine.environment import resolve_device  # noqa: F401  (also imported from here by jobrun and batch)
+from engine.environment import resolve_device
 from engine.errors import Fix, ModelNotFoundError, SpecError, TexbridgeError
 
 log = logging.getLogger("texbridge")
