@@ -44,6 +44,8 @@ FIX_FIELD_NAMES = {
     "steps": "Steps", "texture_size": "Texture size", "render_size": "Render size", "seed": "Seed",
     "recipe": "Recipe", "views": "Views", "method": "Method", "cfg_scale": "CFG", "stage_two_start": "Stage switch",
     "preview_every": "Preview every", "source_modifier": "Source modifier", "target_modifier": "Target modifier",
+    "controlnet": "the ControlNet field (Follow geometry)", "control": "Geometry", "control_scale": "Strength",
+    "memory": "Memory", "encoder": "Encoder", "tiny_encoder": "Tiny encoder",
 }
 
 
