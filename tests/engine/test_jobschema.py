@@ -35,31 +35,53 @@ def _copy_with_dummy_field(dst: Path) -> Path:
     return dst
 
 
-def _run(tree: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(tree), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, *args], cwd=tree, env=env, capture_output=True, text=True, timeout=600)
+#: One interpreter for the four checks (help, OpenAPI, a bad value, a real job): each start
+#: imports torch, so one process instead of four keeps this test cheap.
+DRIVER = r"""
+import contextlib, io, json, sys
+from engine.cli import main
+from server.app import openapi_document
+out = {}
+buf = io.StringIO()
+with contextlib.redirect_stdout(buf):
+    try:
+        main(["texture", "--help"])
+    except SystemExit as exc:
+        out["help_code"] = exc.code
+out["help"] = buf.getvalue()
+out["knob"] = openapi_document()["components"]["schemas"]["TextureJobSpec"]["properties"]["dummy_knob"]
+err = io.StringIO()
+with contextlib.redirect_stderr(err):
+    out["bad_code"] = main(["texture", "m.obj", "--prompt", "x", "--dummy-knob", "12", "--quiet"])
+out["bad_err"] = err.getvalue()
+with contextlib.redirect_stdout(io.StringIO()):
+    out["job_code"] = main(sys.argv[1:])
+print("RESULT " + json.dumps(out))
+"""
 
 
 def test_a_new_field_reaches_the_cli_the_openapi_document_and_job_json(tmp_path):
     tree = _copy_with_dummy_field(tmp_path / "tree")
-    helped = _run(tree, "-m", "engine.cli", "texture", "--help")
-    assert helped.returncode == 0, helped.stderr
-    assert "--dummy-knob N" in helped.stdout and "a dummy knob for the schema test (0..9; default: 3)" in " ".join(helped.stdout.split())
+    out = tmp_path / "job"
+    env = {**os.environ, "PYTHONPATH": str(tree), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    ran = subprocess.run(
+        [sys.executable, "-c", DRIVER, "texture", str(REPO / "engine" / "assets" / "sample_mesh.obj"), "--prompt",
+         "red bricks", "--model", "embedded", "--device", "cpu", "--steps", "1", "--texture-size", "64",
+         "--dummy-knob", "7", "--out", str(out), "--quiet"],
+        cwd=tree, env=env, capture_output=True, text=True, timeout=600)
+    assert ran.returncode == 0, ran.stderr
+    got = json.loads(ran.stdout.split("RESULT ", 1)[1])
 
-    doc = _run(tree, "-c", "import json; from server.app import openapi_document; print(json.dumps(openapi_document()))")
-    assert doc.returncode == 0, doc.stderr
-    knob = json.loads(doc.stdout)["components"]["schemas"]["TextureJobSpec"]["properties"]["dummy_knob"]
+    assert got["help_code"] == 0
+    assert "--dummy-knob N" in got["help"] and "a dummy knob for the schema test (0..9; default: 3)" in " ".join(got["help"].split())
+
+    knob = got["knob"]
     assert (knob["type"], knob["default"], knob["minimum"], knob["maximum"]) == ("integer", 3, 0, 9)
 
-    out = tmp_path / "job"
-    ran = _run(tree, "-m", "engine.cli", "texture", str(REPO / "engine" / "assets" / "sample_mesh.obj"), "--prompt",
-               "red bricks", "--model", "embedded", "--device", "cpu", "--steps", "1", "--texture-size", "64",
-               "--dummy-knob", "7", "--out", str(out), "--quiet")
-    assert ran.returncode == 0, ran.stderr
+    assert got["job_code"] == 0
     assert json.loads((out / "job.json").read_text())["spec"]["dummy_knob"] == 7
 
-    bad = _run(tree, "-m", "engine.cli", "texture", "m.obj", "--prompt", "x", "--dummy-knob", "12", "--quiet")
-    assert bad.returncode == 2 and "dummy_knob=12 is out of range; allowed: 0..9" in bad.stderr
+    assert got["bad_code"] == 2 and "dummy_knob=12 is out of range; allowed: 0..9" in got["bad_err"]
 
 
 def test_every_field_is_declared_with_its_schema():
