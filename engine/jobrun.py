@@ -103,14 +103,14 @@ def face_texel_mask(mesh, size: int) -> torch.Tensor | None:
 def execute(job: TextureJob, folder: JobFolder, *, mesh, prior, callbacks: JobCallbacks,
             start: Checkpoint | None) -> tuple[int, str]:
     """Run ``job`` in ``folder`` (from ``start`` when resuming); returns (steps done, model name)."""
-    from engine.checkpoint import save_checkpoint
-    from engine.export import contact_sheet, encode_png, export_glb, pad_texture, save_texture_png, uv_coverage_mask
+    from engine.export import contact_sheet, export_glb, pad_texture, save_texture_png, uv_coverage_mask
     from engine.mesh import load_mesh
     from engine.optimize import OptimizeConfig, gray_texture, optimize_texture
     from engine.priors.loading import load_prior
     from engine.priors.memory import reset_peak_memory
     from engine.priors.setup import record_peak, setup_prior
     from engine.raster import RasterContext
+    from engine.snapshots import SnapshotWriter
 
     folder.prepare()
     if start is not None:
@@ -178,27 +178,26 @@ def execute(job: TextureJob, folder: JobFolder, *, mesh, prior, callbacks: JobCa
         if start is None:
             init = load_init_texture(job.init_texture, job.texture_size) if job.init_texture else gray_texture(job.texture_size)
 
-        def on_preview(step: int, texture: np.ndarray) -> None:
-            path = folder.write_snapshot(step, encode_png(texture, 8, compress_level=1))
-            if callbacks.on_preview is not None:
-                callbacks.on_preview(step, texture)
-            if callbacks.on_snapshot is not None:
-                callbacks.on_snapshot(step, path)
+        # snapshots and checkpoints are written on a background thread; every other event first
+        # delivers the pending write (engine.snapshots), so events keep their order
+        snapshots = SnapshotWriter(folder, callbacks.on_preview, callbacks.on_snapshot)
 
         def on_checkpoint(ckpt: Checkpoint) -> None:
-            save_checkpoint(dataclasses.replace(ckpt, spec=spec), folder.checkpoint)
-            if callbacks.on_checkpoint is not None:
-                callbacks.on_checkpoint(ckpt)
+            snapshots.submit_checkpoint(dataclasses.replace(ckpt, spec=spec), callbacks.on_checkpoint)
 
-        cb = dataclasses.replace(callbacks, on_preview=on_preview, on_checkpoint=on_checkpoint)
+        cb = dataclasses.replace(callbacks, on_preview=snapshots.submit, on_checkpoint=on_checkpoint,
+                                 on_progress=snapshots.before(callbacks.on_progress),
+                                 on_stage=snapshots.before(callbacks.on_stage))
         t0 = time.perf_counter()
-        result = optimize_texture(
-            prior=prior, views=views, guidance=guidance, prompt=job.prompt, render_config=render_config,
-            config=OptimizeConfig(steps=job.steps, learning_rate=resolved.values.learning_rate,
-                                  betas=resolved.values.betas, eps=resolved.values.eps, views_per_step=views_per_step,
-                                  checkpoint_every=job.checkpoint_every, preview_every=job.preview_every, seed=job.seed),
-            init_texture=init, start=start, texel_mask=face_texel_mask(mesh, job.texture_size), callbacks=cb,
-        )
+        with snapshots:  # at the end: the last writes delivered, a failed one raised
+            result = optimize_texture(
+                prior=prior, views=views, guidance=guidance, prompt=job.prompt, render_config=render_config,
+                config=OptimizeConfig(steps=job.steps, learning_rate=resolved.values.learning_rate,
+                                      betas=resolved.values.betas, eps=resolved.values.eps,
+                                      views_per_step=views_per_step, checkpoint_every=job.checkpoint_every,
+                                      preview_every=job.preview_every, seed=job.seed),
+                init_texture=init, start=start, texel_mask=face_texel_mask(mesh, job.texture_size), callbacks=cb,
+            )
         timings["optimize_s"] = time.perf_counter() - t0
         record_peak(record, device)  # torch.cuda.max_memory_allocated since the prior was set up
         timings["optimize_total_s"] = result.elapsed_s

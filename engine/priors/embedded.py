@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from engine.cameras import ViewMode
 from engine.environment import resolve_device
 from engine.errors import ModelNotFoundError
-from engine.priors.embedded_model import denoise, patch_size, tokenize
+from engine.priors.embedded_model import TracedDenoiser, denoise, patch_size, tokenize
 from engine.priors.base import PromptEmbeddingCache
 
 #: Where the shipped weights live (inside the package).
@@ -42,10 +42,15 @@ class PixelPriorConfig:
             (held-out colour / pattern match at CFG 1, 1.25, 1.5, 2, 3: 0.97/0.83, 0.99/0.88,
             1.00/0.92, 0.70/0.86, 0.16/0.70); plain DDIM with CFG >= 2 overshoots the colours
             with this small pixel model.
+        traced: run the UNet through per-shape TorchScript traces (``TracedDenoiser``), not
+            eagerly: the same outputs (max abs difference 0.0 measured), 26.4 -> 15.3 ms per CFG
+            pair on this 2-core CPU, which takes about 11 s off the 1000-step main job. An
+            engineering choice, not a paper one; False runs the eager module.
     """
 
     embedding_cache_size: int = 256
     sample_guidance_scale: float = 1.5
+    traced: bool = True
 
 
 class PixelDiffusionPrior:
@@ -81,6 +86,7 @@ class PixelDiffusionPrior:
         self.preferred_views = ViewMode.CLOSEUP
         self.preferred_render_size = 2 * self.resolution
         self._cache = PromptEmbeddingCache(self.config.embedding_cache_size)
+        self._traced = TracedDenoiser(self.unet) if self.config.traced else None
 
     # -- text ------------------------------------------------------------------------
     @torch.no_grad()
@@ -122,7 +128,8 @@ class PixelDiffusionPrior:
     def predict_noise(self, latents: torch.Tensor, t: torch.Tensor, embeddings: torch.Tensor) -> torch.Tensor:
         """epsilon-hat (N, 3, r, r) float32 for x_t (N, 3, r, r), t (N,) int64, embeddings (N, L, D)."""
         x = latents.to(self.device, self.dtype)
-        out = denoise(self.unet, x, t.to(self.device), embeddings.to(self.device, self.dtype)).float()
+        run = self._traced or (lambda *a: denoise(self.unet, *a))
+        out = run(x, t.to(self.device), embeddings.to(self.device, self.dtype)).float()
         if self.model_prediction_type == "v_prediction":
             # v = sqrt(ab) eps - sqrt(1-ab) x0 and x_t = sqrt(ab) x0 + sqrt(1-ab) eps => eps = sqrt(ab) v + sqrt(1-ab) x_t
             ab = self.alphas_cumprod[t.to(self.device).long()].reshape(-1, 1, 1, 1)
@@ -158,6 +165,7 @@ class PixelDiffusionPrior:
 
     def unload(self) -> None:
         """Drop the models and cached embeddings; free CUDA memory."""
+        self._traced = None  # its traces hold the UNet's weights
         for attr in ("unet", "text_encoder"):
             if hasattr(self, attr):
                 delattr(self, attr)

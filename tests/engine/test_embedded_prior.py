@@ -90,6 +90,23 @@ def test_noise_prediction_carries_the_caption_colour(prior):
     assert torch.equal(eps, prior.predict_noise(x, t, prior.encode_prompts(["solid red", "solid blue"])))
 
 
+def test_traced_denoiser_equals_the_eager_unet_per_shape(prior):
+    """The traces (``PixelPriorConfig.traced``) give the eager module's outputs for every shape
+    and timestep, one trace per shape, the cache bounded by ``max_shapes``."""
+    from engine.priors.embedded_model import TracedDenoiser, denoise
+
+    traced = TracedDenoiser(prior.unet, max_shapes=2)
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for n, steps in ((2, (20, 500, 980)), (3, (700,)), (4, (300,))):
+            emb = prior.encode_prompts(["red bricks", "", "blue and white stripes", "solid red"][:n])
+            for step in steps:
+                x, t = torch.randn((n, 3, 32, 32), generator=g), torch.full((n,), step)
+                assert torch.allclose(traced(x, t, emb), denoise(prior.unet, x, t, emb), atol=1e-5)
+    assert len(traced._traces) == 2  # n = 2 evicted by n = 4
+    assert prior.config.traced and prior._traced is not None  # the shipped prior runs the traces
+
+
 def test_pattern_classifier_recognises_ground_truth(classifier):
     imgs, _, specs = make_batch(TextureWorldConfig(p_degraded=0.0, p_target=0.0), 4242, 120, held_out=frozenset())
     assert classifier.accuracy(imgs, specs) >= 0.85
