@@ -172,25 +172,28 @@ class _NumbaMipRender(torch.autograd.Function):
     """CPU float32: image rows ``pixels`` = sum_k weight[:,k] * [texture, mip levels][index[:,k]],
     other rows = the background image. Gradient flows to the texture only.
 
-    Forward builds the mip levels and gathers (parallel); backward scatters in pixel order
-    (deterministic) and pushes the level gradients down to the texture.
+    Forward builds the mip levels the taps read (``level_regions``: a close-up touches a few
+    percent of the pyramid) and gathers; backward scatters in pixel order (deterministic) and
+    pushes the level gradients down to the texture inside the same regions.
     """
 
     @staticmethod
     def forward(ctx, texture, pixels, index, weight, levels, background_rows):
-        from engine.raster.numba_lookup import build_levels, gather_forward
+        from engine.raster.numba_lookup import build_levels, gather_forward, level_regions
 
         sizes, offsets, rows = _level_tables(tuple(texture.shape[:2]), levels)
         c = texture.shape[2]
         tex = texture.detach().contiguous().numpy().reshape(-1, c)
         lo = np.empty((rows - tex.shape[0], c), dtype=np.float32)
         out = background_rows.detach().contiguous().clone()
+        regions = None
         with NUMBA_LOCK:
-            if levels > 1:
-                build_levels(tex, sizes, offsets, lo)
+            if levels > 1:  # only the part of the pyramid the taps read (level_regions)
+                regions = level_regions(index.numpy(), sizes, offsets)
+                build_levels(tex, sizes, offsets, lo, regions)
             gather_forward(tex, lo, pixels.numpy(), index.numpy(), weight.numpy(), out.numpy())
         ctx.save_for_backward(pixels, index, weight)
-        ctx.meta = (sizes, offsets, rows, tuple(texture.shape))
+        ctx.meta = (sizes, offsets, rows, tuple(texture.shape), regions)
         return out
 
     @staticmethod
@@ -198,14 +201,14 @@ class _NumbaMipRender(torch.autograd.Function):
         from engine.raster.numba_lookup import collapse_levels, gather_backward
 
         pixels, index, weight = ctx.saved_tensors
-        sizes, offsets, rows, shape = ctx.meta
+        sizes, offsets, rows, shape, regions = ctx.meta
         n0 = shape[0] * shape[1]
         g0 = np.zeros((n0, shape[2]), dtype=np.float32)
         glo = np.zeros((rows - n0, shape[2]), dtype=np.float32)
         with NUMBA_LOCK:
             gather_backward(grad.contiguous().numpy(), pixels.numpy(), index.numpy(), weight.numpy(), g0, glo)
             if len(sizes) > 1:
-                collapse_levels(sizes, offsets, g0, glo)
+                collapse_levels(sizes, offsets, g0, glo, regions)
         return torch.from_numpy(g0).view(shape), None, None, None, None, None
 
 

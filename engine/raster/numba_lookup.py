@@ -8,22 +8,23 @@ then push level gradients down to level 0. All on one thread by default (see ``P
 
 from __future__ import annotations
 
+import numpy as np
 from numba import njit, prange
 
 
 @njit(cache=True, error_model="numpy", inline="always")
-def _down_row(src, s0, dst, d0, y, w, pw):
-    """Row y of ``_down``."""
-    for x in range(w):
+def _down_row(src, s0, dst, d0, y, x0, x1, w, pw):
+    """Row y, columns x0..x1-1, of ``_down``."""
+    for x in range(x0, x1):
         a = s0 + (2 * y) * pw + 2 * x
         for ch in range(src.shape[1]):
             dst[d0 + y * w + x, ch] = 0.25 * (src[a, ch] + src[a + 1, ch] + src[a + pw, ch] + src[a + pw + 1, ch])
 
 
 @njit(cache=True, error_model="numpy", inline="always")
-def _up_row(src, s0, dst, d0, y, w, pw):
-    """Row y of ``_up``."""
-    for x in range(w):
+def _up_row(src, s0, dst, d0, y, x0, x1, w, pw):
+    """Row y, columns x0..x1-1, of ``_up``."""
+    for x in range(x0, x1):
         a = d0 + (2 * y) * pw + 2 * x
         for ch in range(src.shape[1]):
             g = 0.25 * src[s0 + y * w + x, ch]
@@ -34,31 +35,32 @@ def _up_row(src, s0, dst, d0, y, w, pw):
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
-def _down(src, s0, dst, d0, h, w, pw):
-    """dst[d0 + y*w + x] = mean of the 2x2 block of src (row width pw) starting at s0."""
-    for y in prange(h):
-        _down_row(src, s0, dst, d0, y, w, pw)
+def _down(src, s0, dst, d0, y0, y1, x0, x1, w, pw):
+    """dst[d0 + y*w + x] = mean of the 2x2 block of src (row width pw) starting at s0, for
+    rows y0..y1-1 and columns x0..x1-1 of the level (row width w)."""
+    for y in prange(y0, y1):
+        _down_row(src, s0, dst, d0, y, x0, x1, w, pw)
 
 
 @njit(cache=True, error_model="numpy")
-def _down_serial(src, s0, dst, d0, h, w, pw):
+def _down_serial(src, s0, dst, d0, y0, y1, x0, x1, w, pw):
     """``_down`` on one thread (small levels: a parallel launch costs more than the work)."""
-    for y in range(h):
-        _down_row(src, s0, dst, d0, y, w, pw)
+    for y in range(y0, y1):
+        _down_row(src, s0, dst, d0, y, x0, x1, w, pw)
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
-def _up(src, s0, dst, d0, h, w, pw):
+def _up(src, s0, dst, d0, y0, y1, x0, x1, w, pw):
     """Adjoint of ``_down``: dst 2x2 blocks += src / 4."""
-    for y in prange(h):
-        _up_row(src, s0, dst, d0, y, w, pw)
+    for y in prange(y0, y1):
+        _up_row(src, s0, dst, d0, y, x0, x1, w, pw)
 
 
 @njit(cache=True, error_model="numpy")
-def _up_serial(src, s0, dst, d0, h, w, pw):
+def _up_serial(src, s0, dst, d0, y0, y1, x0, x1, w, pw):
     """``_up`` on one thread."""
-    for y in range(h):
-        _up_row(src, s0, dst, d0, y, w, pw)
+    for y in range(y0, y1):
+        _up_row(src, s0, dst, d0, y, x0, x1, w, pw)
 
 
 #: Only the finest derived level (level 1, a quarter of the texture) runs in parallel, if it has at
@@ -73,31 +75,77 @@ PARALLEL_MIN_TEXELS = 128 * 128
 PARALLEL = False
 
 
-def build_levels(tex, sizes, offsets, lo):
-    """tex (n0,C) level 0 -> lo (T-n0,C): level l = 2x2 box average of level l-1.
+@njit(cache=True, error_model="numpy")
+def level_regions(index, sizes, offsets):
+    """(L, 4) int64 rows [y0, y1, x0, x1) per level: the texels of level l a lookup needs built.
+
+    That is the bounding box of the taps (``index`` (N, K) table rows) that fall in level l,
+    united with the 2x2 parents of level l + 1's region (needed to build it). A level no tap
+    reaches, with nothing above it, is empty (y1 <= y0). Row 0 (the texture) is unused. The
+    gradient of level l is zero outside its region, so ``collapse_levels`` works there only;
+    a close-up that sees a few percent of the UV square builds and collapses a few percent of
+    the pyramid instead of all of it, with bit-identical results.
+    """
+    nl = sizes.shape[0]
+    reg = np.empty((nl, 4), np.int64)
+    for lv in range(nl):
+        reg[lv, 0], reg[lv, 1], reg[lv, 2], reg[lv, 3] = sizes[lv, 0], 0, sizes[lv, 1], 0
+    n, k = index.shape
+    for i in range(n):
+        for j in range(k):
+            r = index[i, j]
+            lv = nl - 1
+            while offsets[lv] > r:
+                lv -= 1
+            q = r - offsets[lv]
+            y = q // sizes[lv, 1]
+            x = q - y * sizes[lv, 1]
+            reg[lv, 0] = min(reg[lv, 0], y)
+            reg[lv, 1] = max(reg[lv, 1], y + 1)
+            reg[lv, 2] = min(reg[lv, 2], x)
+            reg[lv, 3] = max(reg[lv, 3], x + 1)
+    for lv in range(nl - 2, 0, -1):
+        if reg[lv + 1, 1] > reg[lv + 1, 0]:
+            reg[lv, 0] = min(reg[lv, 0], 2 * reg[lv + 1, 0])
+            reg[lv, 1] = max(reg[lv, 1], 2 * reg[lv + 1, 1])
+            reg[lv, 2] = min(reg[lv, 2], 2 * reg[lv + 1, 2])
+            reg[lv, 3] = max(reg[lv, 3], 2 * reg[lv + 1, 3])
+    return reg
+
+
+def build_levels(tex, sizes, offsets, lo, regions):
+    """tex (n0,C) level 0 -> lo (T-n0,C): level l = 2x2 box average of level l-1, inside
+    ``regions`` (L, 4) from ``level_regions`` (rows of ``lo`` outside them are left unset).
 
     sizes (L,2) int64 (h, w) per level; offsets (L,) int64 first table row of each level.
     """
     n0 = int(offsets[1])
     for lv in range(1, sizes.shape[0]):
+        y0, y1, x0, x1 = (int(v) for v in regions[lv])
+        if y1 <= y0:
+            continue
         h, w, pw = int(sizes[lv, 0]), int(sizes[lv, 1]), int(sizes[lv - 1, 1])
         down = _down if PARALLEL and lv == 1 and h * w >= PARALLEL_MIN_TEXELS else _down_serial
         if lv == 1:
-            down(tex, 0, lo, int(offsets[1]) - n0, h, w, pw)
+            down(tex, 0, lo, int(offsets[1]) - n0, y0, y1, x0, x1, w, pw)
         else:
-            down(lo, int(offsets[lv - 1]) - n0, lo, int(offsets[lv]) - n0, h, w, pw)
+            down(lo, int(offsets[lv - 1]) - n0, lo, int(offsets[lv]) - n0, y0, y1, x0, x1, w, pw)
 
 
-def collapse_levels(sizes, offsets, g0, glo):
-    """Adjoint of ``build_levels``: push each level's gradient down, finally into g0 (in place)."""
+def collapse_levels(sizes, offsets, g0, glo, regions):
+    """Adjoint of ``build_levels``: push each level's gradient (zero outside its region) down,
+    finally into g0 (in place)."""
     n0 = int(offsets[1])
     for lv in range(sizes.shape[0] - 1, 0, -1):
+        y0, y1, x0, x1 = (int(v) for v in regions[lv])
+        if y1 <= y0:
+            continue
         h, w, pw = int(sizes[lv, 0]), int(sizes[lv, 1]), int(sizes[lv - 1, 1])
         up = _up if PARALLEL and lv == 1 and h * w >= PARALLEL_MIN_TEXELS else _up_serial
         if lv == 1:
-            up(glo, int(offsets[1]) - n0, g0, 0, h, w, pw)
+            up(glo, int(offsets[1]) - n0, g0, 0, y0, y1, x0, x1, w, pw)
         else:
-            up(glo, int(offsets[lv]) - n0, glo, int(offsets[lv - 1]) - n0, h, w, pw)
+            up(glo, int(offsets[lv]) - n0, glo, int(offsets[lv - 1]) - n0, y0, y1, x0, x1, w, pw)
 
 
 @njit(cache=True, error_model="numpy")
