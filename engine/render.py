@@ -172,8 +172,8 @@ class _NumbaMipRender(torch.autograd.Function):
     """CPU float32: image rows ``pixels`` = sum_k weight[:,k] * [texture, mip levels][index[:,k]],
     other rows = the background image. Gradient flows to the texture only.
 
-    Forward builds the mip levels the taps read (``level_regions``: a close-up touches a few
-    percent of the pyramid) and gathers; backward scatters in pixel order (deterministic) and
+    Forward builds the mip levels where the taps read (``level_regions``: the sample mesh's
+    close-ups read 36% of the pyramid on average) and gathers; backward scatters in pixel order (deterministic) and
     pushes the level gradients down to the texture inside the same regions.
     """
 

@@ -75,7 +75,7 @@ class SnapshotWriter:
     def submit_checkpoint(self, checkpoint: Checkpoint, then: Callable[[Checkpoint], None] | None = None) -> None:
         """Start saving a copy of ``checkpoint`` to ``folder.checkpoint`` (atomic, durable, free
         space checked first); ``then(copy)`` runs once it is on disk (by the next ``deliver``)."""
-        copy = dataclasses.replace(checkpoint, logits=checkpoint.logits.detach().clone(),
+        copy = dataclasses.replace(checkpoint, logits=_detached_copy(checkpoint.logits),
                                    optimizer=_detached_copy(checkpoint.optimizer))
         self._start(lambda: save_checkpoint(copy, self.folder.checkpoint),
                     lambda _: then(copy) if then is not None else None)

@@ -82,9 +82,9 @@ def level_regions(index, sizes, offsets):
     That is the bounding box of the taps (``index`` (N, K) table rows) that fall in level l,
     united with the 2x2 parents of level l + 1's region (needed to build it). A level no tap
     reaches, with nothing above it, is empty (y1 <= y0). Row 0 (the texture) is unused. The
-    gradient of level l is zero outside its region, so ``collapse_levels`` works there only;
-    a close-up that sees a few percent of the UV square builds and collapses a few percent of
-    the pyramid instead of all of it, with bit-identical results.
+    gradient of level l is zero outside its region, so ``collapse_levels`` works there only,
+    with bit-identical results. The sample mesh's close-ups read 36% of the pyramid on average
+    (median 31%; views spanning distant UV islands read nearly all of it).
     """
     nl = sizes.shape[0]
     reg = np.empty((nl, 4), np.int64)
