@@ -77,6 +77,10 @@ class TextureJob:
     init_texture: str | None = spec_field(None, default_text="mid-grey", help="refine: PNG texture to start from")
     learning_rate: float | None = spec_field(None, lo=0.0, hi=10.0, lo_open=True, flag="lr",
                                              default_text="the recipe's (paper 0.01)", help="AdamW learning rate")
+    lr_final_fraction: float | None = spec_field(None, lo=0.0, hi=1.0, lo_open=True,
+                                                 default_text="the recipe's (paper 1 = constant)",
+                                                 help="the learning rate decays on a half cosine to lr x this "
+                                                      "at the last step (1 = constant)")
     texture_size: int = spec_field(1024, lo=64, hi=MAX_TEXTURE_SIZE, help="texture side in texels, a power of two")
     render_size: int | None = spec_field(None, lo=16, hi=4096, default_text="the model's (512 SD, 64 embedded)",
                                          help="rendered view side in pixels (resized to the model's resolution)")
@@ -152,11 +156,11 @@ class TextureJob:
         """Every setting this job runs with: the recipe's values under the job's overrides,
         and the prior's view and render-size choices for ``auto`` / ``None`` fields."""
         recipe, values = recipe_values(self.recipe, preferred_views)
-        over = {k: getattr(self, k) for k in ("cfg_scale", "source_modifier", "target_modifier", "learning_rate")
-                if getattr(self, k) is not None}
+        over = {k: getattr(self, k) for k in ("cfg_scale", "source_modifier", "target_modifier", "learning_rate",
+                                               "lr_final_fraction") if getattr(self, k) is not None}
         if self.method is GuidanceMethod.NFSD:
             over.setdefault("cfg_scale", default_cfg(GuidanceMethod.NFSD))  # Katzir et al.'s, not the recipe's
-        values = dataclasses.replace(values, **{k: float(v) if k in ("cfg_scale", "learning_rate") else v
+        values = dataclasses.replace(values, **{k: float(v) if k in ("cfg_scale", "learning_rate", "lr_final_fraction") else v
                                                 for k, v in over.items()})
         stage_two = (self.stage_two_start if self.stage_two_start is not None
                      else int(round(values.stage_two_fraction * self.steps)))

@@ -194,6 +194,7 @@ def execute(job: TextureJob, folder: JobFolder, *, mesh, prior, callbacks: JobCa
                 prior=prior, views=views, guidance=guidance, prompt=job.prompt, render_config=render_config,
                 config=OptimizeConfig(steps=job.steps, learning_rate=resolved.values.learning_rate,
                                       betas=resolved.values.betas, eps=resolved.values.eps,
+                                      lr_final_fraction=resolved.values.lr_final_fraction,
                                       views_per_step=views_per_step, checkpoint_every=job.checkpoint_every,
                                       preview_every=job.preview_every, seed=job.seed),
                 init_texture=init, start=start, texel_mask=face_texel_mask(mesh, job.texture_size), callbacks=cb,

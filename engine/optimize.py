@@ -54,6 +54,10 @@ class OptimizeConfig:
         checkpoint_every, preview_every: steps between checkpoints / preview callbacks.
         seed: seeds the loop's generator.
         profile: synchronize CUDA around phases so ``timings`` are exact (benchmarks).
+        lr_final_fraction: the learning rate follows a half cosine from ``learning_rate`` at
+            step 0 to ``learning_rate * lr_final_fraction`` at the last step; 1.0 = constant
+            (both of the authors' recipes keep it constant). A function of the step, so a
+            resumed job continues on the same schedule.
         fused: torch's fused AdamW kernel (the same update up to float rounding; not a paper
             choice). Measured on this 2-core CPU, one 3 x 1024 x 1024 texture: 38 ms a step
             fused vs 62 ms foreach vs 75 ms for-loop (each including a 1024² randn, under load).
@@ -70,6 +74,14 @@ class OptimizeConfig:
     seed: int = 0
     profile: bool = False
     fused: bool = True
+    lr_final_fraction: float = 1.0
+
+    def lr_at(self, step: int) -> float:
+        """The learning rate of 0-based ``step`` (the half-cosine schedule above)."""
+        if self.lr_final_fraction == 1.0 or self.steps <= 1:
+            return self.learning_rate
+        c = 0.5 * (1.0 + math.cos(math.pi * min(step, self.steps - 1) / (self.steps - 1)))
+        return self.learning_rate * (self.lr_final_fraction + (1.0 - self.lr_final_fraction) * c)
 
 
 @dataclass
@@ -174,6 +186,8 @@ def optimize_texture(
                 logits.grad.mul_(mask)
             grad_norm = float(logits.grad.norm())
         with clock("optimizer"):
+            for group in opt.param_groups:
+                group["lr"] = config.lr_at(step)
             opt.step()
             opt.zero_grad(set_to_none=True)
         step += 1

@@ -66,6 +66,9 @@ class RecipeValues:
             (3D 0.2; ``None`` = no annealing, the 2D recipe).
         anneal_t_max: the annealed t_max (0.5, threestudio).
         learning_rate, betas, eps: AdamW (lr 0.01, betas (0.9, 0.99), eps 1e-15 in both recipes).
+        lr_final_fraction: the learning rate decays on a half cosine to ``learning_rate *
+            lr_final_fraction`` at the last step (``OptimizeConfig.lr_final_fraction``); 1.0 =
+            constant, as in both of the authors' recipes.
     """
 
     cfg_scale: float
@@ -79,6 +82,7 @@ class RecipeValues:
     learning_rate: float
     betas: tuple[float, float]
     eps: float
+    lr_final_fraction: float = 1.0
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)

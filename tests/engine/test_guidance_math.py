@@ -158,6 +158,7 @@ def test_recipes_resolve_to_the_authors_numbers():
     for v in (v2, v3):
         assert v.source_modifier == PAPER_SOURCE_MODIFIER
         assert (v.learning_rate, v.betas, v.eps) == (0.01, (0.9, 0.99), 1e-15)
+        assert v.lr_final_fraction == 1.0  # both of the authors' recipes keep the learning rate constant
 
 
 def test_auto_picks_by_the_priors_views():
@@ -180,6 +181,7 @@ def test_job_resolution_of_the_3d_recipe_and_overrides():
     o = TextureJob(prompt="x", steps=100, recipe="paper-3d", cfg_scale=12, stage_two_start=30, target_modifier=", sharp",
                    learning_rate=0.2).resolve()
     assert (o.values.cfg_scale, o.stage_two_start, o.values.target_modifier, o.values.learning_rate) == (12.0, 30, ", sharp", 0.2)
+    assert TextureJob(prompt="x", recipe="paper-2d", lr_final_fraction=0.25).resolve().values.lr_final_fraction == 0.25
     assert TextureJob(prompt="x", method="nfsd", recipe="paper-3d").resolve().guidance_config().scale == 7.5
 
 

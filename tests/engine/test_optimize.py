@@ -61,6 +61,31 @@ def test_resume_is_bit_identical_across_stage_switch(prior, views, tmp_path):
     assert not np.allclose(straight.texture, 0.5)  # it did optimize
 
 
+def test_lr_schedule_is_a_function_of_the_step():
+    c = OptimizeConfig(steps=11, learning_rate=0.1, lr_final_fraction=0.2)
+    lrs = [c.lr_at(s) for s in range(11)]
+    assert lrs[0] == pytest.approx(0.1) and lrs[-1] == pytest.approx(0.02) and lrs[5] == pytest.approx(0.06)
+    assert all(a > b for a, b in zip(lrs, lrs[1:]))
+    assert {OptimizeConfig(steps=11, learning_rate=0.1).lr_at(s) for s in range(11)} == {0.1}  # default: constant
+
+
+def test_resume_keeps_the_lr_schedule(prior, views, tmp_path):
+    """A job cancelled part-way and resumed follows the same schedule: bit-identical result."""
+    sched = {"lr_final_fraction": 0.1}
+    straight = _run(prior, views, tmp_path / "a", 14, cfg_extra=sched)
+    assert load_checkpoint(tmp_path / "a" / "latest.pt").optimizer["param_groups"][0]["lr"] == pytest.approx(
+        OptimizeConfig(steps=14, learning_rate=0.05, **sched).lr_at(13))
+    done = []
+    with pytest.raises(JobCancelled):
+        _run(prior, views, tmp_path / "b", 14, cfg_extra=sched,
+             callbacks=JobCallbacks(on_progress=done.append, should_cancel=lambda: len(done) >= 7))
+    assert load_checkpoint(tmp_path / "b" / "latest.pt").step == 7
+    resumed = _run(prior, views, tmp_path / "b", 14, cfg_extra=sched, resume=True)
+    assert np.array_equal(straight.texture, resumed.texture)
+    constant = _run(prior, views, tmp_path / "c", 14)
+    assert not np.array_equal(straight.texture, constant.texture)
+
+
 def test_texture_stays_in_unit_range_and_previews(prior, views, tmp_path):
     previews = []
     r = _run(prior, views, tmp_path, 10, callbacks=JobCallbacks(on_preview=lambda s, t: previews.append((s, t))))
