@@ -34,7 +34,7 @@ RECIPE_ITEMS = [
     ("auto", "Auto", "The recipe measured best for the model in use"),
     ("paper-2d", "Paper 2D", "The SDS-Bridge authors' 2D recipe: CFG 40, stage 2 = w(t) s (tgt - src) from 50%"),
     ("paper-3d", "Paper 3D", "The authors' threestudio recipe: CFG 100, t_max annealed at 20%, stage 2 = tgt - src from 80%"),
-    ("embedded", "Embedded", "Measured for the embedded model: Paper 2D with learning rate 0.1"),
+    ("embedded", "Embedded", "Measured for the embedded model: Paper 2D with CFG 7.5 and learning rate 0.1 decaying to 0.01"),
 ]
 #: engine.cameras.ViewMode
 VIEWS_ITEMS = [
@@ -89,7 +89,7 @@ class TexbridgeSettings(bpy.types.PropertyGroup):
     seed: IntProperty(name="Seed", default=0, min=0)
     show_advanced: BoolProperty(name="Advanced", default=False)
     use_custom_cfg: BoolProperty(name="Custom CFG", default=False,
-                                 description="Off: the recipe's guidance scale (paper-2d: 40, paper-3d: 100; NFSD 7.5)")
+                                 description="Off: the recipe's guidance scale (paper-2d: 40, paper-3d: 100, embedded: 7.5; NFSD 7.5)")
     cfg_scale: FloatProperty(name="CFG", default=40.0, min=0.0, max=1000.0)
     stage_two_start: IntProperty(name="Stage switch", default=0, min=0,
                                  description="Step where Bridge leaves its SDS warm-up; 0 = the recipe's (paper-2d: half the steps)")

@@ -160,6 +160,8 @@ class TextureJob:
                                                "lr_final_fraction") if getattr(self, k) is not None}
         if self.method is GuidanceMethod.NFSD:
             over.setdefault("cfg_scale", default_cfg(GuidanceMethod.NFSD))  # Katzir et al.'s, not the recipe's
+        if self.edit_source_prompt is not None:  # refine: a constant lr (measured; engine/guidance/recipe.py)
+            over.setdefault("lr_final_fraction", 1.0)
         values = dataclasses.replace(values, **{k: float(v) if k in ("cfg_scale", "learning_rate", "lr_final_fraction") else v
                                                 for k, v in over.items()})
         stage_two = (self.stage_two_start if self.stage_two_start is not None

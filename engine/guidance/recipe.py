@@ -13,11 +13,20 @@ A recipe fixes every optimization setting the SDS-Bridge authors chose
   (5000 of 25000); stage 2 from 80% (20000 of 25000).
 - Both: AdamW betas (0.9, 0.99), eps 1e-15, lr 0.01; the same source modifier.
 - ``EMBEDDED``: measured for the embedded prior with close-up views
-  (``benchmarks/texture_quality.py``; README, "Texture quality"): ``PAPER_2D`` with
-  AdamW lr 0.1. Each texel is seen in a few percent of the steps, so at lr 0.01 most of
-  the surface is still near its initial grey after 1000 steps (sphere, "blue and white
-  stripes", 300 steps: lr 0.01 colour match 0.00 / pattern 0.00 / HF ratio 0.01; lr 0.05
-  0.00 / 0.08 / 0.28; lr 0.1 0.88 / 0.33 / 0.74; lr 0.2 1.00 / 0.25 / 1.29).
+  (``benchmarks/texture_quality.py``; README, "Texture quality"): ``PAPER_2D`` with AdamW lr
+  0.1 decaying on a half cosine to 0.01 (``lr_final_fraction`` 0.1) and CFG 7.5.
+  - lr 0.1: each texel is seen in a few percent of the steps, so at lr 0.01 most of the
+    surface is still near its initial grey after 1000 steps (sphere, "blue and white
+    stripes", 300 steps: lr 0.01 colour match 0.00 / pattern 0.00 / HF ratio 0.01; lr 0.05
+    0.00 / 0.08 / 0.28; lr 0.1 0.88 / 0.33 / 0.74; lr 0.2 1.00 / 0.25 / 1.29).
+  - the decay and CFG 7.5: at a constant lr 0.1 and CFG 40, "brown wood" came out black and
+    yellow (HF 10-24x real samples', brown dominant in 0.00 of quad views) and tiles lost their
+    colours. Over the full suite (1000 steps, 24 jobs): curved colour 0.89 -> 0.98, pattern
+    0.475 -> 0.468, saturation error 0.021 -> 0.026, HF ratio 2.69 -> 0.94; quad colour
+    0.79 -> 0.99, pattern 0.50 -> 0.63. Either change alone did less (5 jobs: CFG 7.5 wood
+    colour cube 0.54 / quad 0.00; the decay at CFG 40 0.62 on the quad).
+  - refine jobs keep the learning rate constant (``TextureJob.resolve``): decaying it cut the
+    stripes -> checkerboard edit's pattern rate from 0.54 to 0.12.
   Built on PAPER_2D, not PAPER_3D: with lr 0.1 the 3D recipe's structure oversaturated the
   sphere (600 steps: colour 0.25, pattern 0.25, saturation error 0.161 vs 2D's 1.00 / 0.46 /
   0.011).
@@ -100,7 +109,7 @@ PAPER_3D = RecipeValues(
     target_modifier="", source_modifier=PAPER_SOURCE_MODIFIER,
     anneal_fraction=0.2, anneal_t_max=0.5, learning_rate=0.01, betas=(0.9, 0.99), eps=1e-15,
 )
-EMBEDDED = dataclasses.replace(PAPER_2D, learning_rate=0.1)
+EMBEDDED = dataclasses.replace(PAPER_2D, learning_rate=0.1, lr_final_fraction=0.1, cfg_scale=7.5)
 _VALUES = {Recipe.PAPER_2D: PAPER_2D, Recipe.PAPER_3D: PAPER_3D, Recipe.EMBEDDED: EMBEDDED}
 
 

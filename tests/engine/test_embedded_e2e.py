@@ -1,7 +1,7 @@
 """``texbridge texture`` on the bundled sample mesh with the embedded model: the texture follows the prompt.
 
 The issue's acceptance check twice: a shorter-steps variant in the default tier (Bridge,
-default recipe except steps / lr / texture size / render size, cut to about 20 s), and the
+default recipe except steps / lr and its schedule / texture size / render size, cut to about 20 s), and the
 full default recipe (the README's main job) in the slow tier.
 Texels the views reach change away from the initial mid-gray; those are classified to
 the nearest named colour (the hue histogram of the visible texels).
@@ -22,7 +22,7 @@ from engine.assets import SAMPLE_MESH
 from engine.cli import main
 
 STEPS = "60"
-SHORT = ["--steps", STEPS, "--lr", "0.05", "--texture-size", "64", "--render-size", "64"]
+SHORT = ["--steps", STEPS, "--lr", "0.05", "--lr-final-fraction", "1", "--texture-size", "64", "--render-size", "64"]
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -67,7 +67,7 @@ def _check_prompts_are_followed(tmp_path, capsys, options: list[str]) -> None:
 
 
 def test_texture_follows_the_prompt_with_the_embedded_model(tmp_path, capsys):
-    """Shorter-steps variant (about 20 s): 60 Bridge steps at lr 0.05 on a 64^2 texture."""
+    """Shorter-steps variant (about 20 s): 60 Bridge steps at a constant lr 0.05 on a 64^2 texture."""
     _check_prompts_are_followed(tmp_path, capsys, SHORT)
 
 

@@ -168,6 +168,10 @@ def test_auto_picks_by_the_priors_views():
     assert recipe_values(Recipe.AUTO, ViewMode.ORBIT)[0] is Recipe.PAPER_2D
     r = TextureJob(prompt="x").resolve(ViewMode.CLOSEUP, 64)
     assert (r.recipe, r.values.learning_rate, r.views, r.render_size) == (Recipe.EMBEDDED, 0.1, ViewMode.CLOSEUP, 64)
+    assert (r.values.cfg_scale, r.values.lr_final_fraction, r.values.stage_two_fraction) == (7.5, 0.1, 0.5)
+    edit = TextureJob(prompt="blue bricks", edit_source_prompt="red bricks").resolve(ViewMode.CLOSEUP, 64)
+    assert edit.values.lr_final_fraction == 1.0  # refine keeps the learning rate constant
+    assert TextureJob(prompt="b", edit_source_prompt="a", lr_final_fraction=0.5).resolve().values.lr_final_fraction == 0.5
     assert TextureJob(prompt="x", views="orbit", render_size=128).resolve(ViewMode.CLOSEUP, 64).views is ViewMode.ORBIT
 
 
