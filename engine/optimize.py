@@ -33,7 +33,7 @@ from engine.guidance.config import GuidanceConfig
 from engine.guidance.gradients import compute_guidance
 from engine.guidance.schedule import stage_for_step
 from engine.priors.base import DiffusionPrior
-from engine.render import RenderConfig, SigmoidTexture
+from engine.render import RenderConfig
 from engine.views import ViewSource
 
 PHASES = ("render", "encode", "guidance", "backward", "optimizer")
@@ -166,7 +166,7 @@ def optimize_texture(
             batch = views.draw(config.views_per_step, gen)
             cams = batch.cameras
             background = torch.rand(len(cams), 3, generator=gen).to(device)  # random per view (DreamFusion)
-            texture = SigmoidTexture(logits)  # sigmoid(logits), evaluated where the views read it
+            texture = torch.sigmoid(logits)
             images = batch.render(texture, render_config, background=background)
         # 3. resize and encode
         with clock("encode"):

@@ -168,25 +168,9 @@ def _level_tables(hw: tuple[int, int], levels: int) -> tuple[np.ndarray, np.ndar
     return sizes, offsets, int(counts.sum())
 
 
-class SigmoidTexture:
-    """The texture sigmoid(logits) (logits (Ht, Wt, C) float), to render without evaluating it
-    whole: the CPU path applies the sigmoid (and its derivative) only to the rows of texels the
-    views read, other paths to all of it. Values and gradients equal
-    ``render_texture(torch.sigmoid(logits), ...)`` (bit for bit where torch splits both
-    computations alike, as on 1 or 2 threads; else to float rounding)."""
-
-    def __init__(self, logits: torch.Tensor):
-        self.logits = logits
-        self.shape, self.device, self.dtype = logits.shape, logits.device, logits.dtype
-
-    def dense(self) -> torch.Tensor:
-        return torch.sigmoid(self.logits)
-
-
 class _NumbaMipRender(torch.autograd.Function):
     """CPU float32: image rows ``pixels`` = sum_k weight[:,k] * [texture, mip levels][index[:,k]],
-    other rows = the background image. Gradient flows to the texture only. With ``logits`` the
-    input is a ``SigmoidTexture``'s logits and the texture is their sigmoid.
+    other rows = the background image. Gradient flows to the texture only.
 
     Forward builds the mip levels where the taps read (``level_regions``: the sample mesh's
     close-ups read 36% of the pyramid on average) and gathers; backward scatters in pixel order (deterministic) and
@@ -194,31 +178,22 @@ class _NumbaMipRender(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, texture, pixels, index, weight, levels, background_rows, logits):
+    def forward(ctx, texture, pixels, index, weight, levels, background_rows):
         from engine.raster.numba_lookup import build_levels, gather_forward, level_regions
 
         sizes, offsets, rows = _level_tables(tuple(texture.shape[:2]), levels)
         c = texture.shape[2]
-        regions, s0 = None, None
-        if levels > 1 or logits:  # only the part of the pyramid the taps read (level_regions)
-            with NUMBA_LOCK:
-                regions = level_regions(index.numpy(), sizes, offsets)
-        if logits:  # texels = sigmoid(logits) on the rows of level 0's region (whole rows: a
-            y0, y1 = int(regions[0, 0]), max(int(regions[0, 1]), int(regions[0, 0]))  # contiguous block,
-            s0 = torch.sigmoid(texture.detach()[y0:y1])  # so torch's kernel rounds as on the whole texture)
-            full = np.empty(tuple(texture.shape), np.float32)  # rows outside it are never read
-            full[y0:y1] = s0.numpy()
-            tex = full.reshape(-1, c)
-        else:
-            tex = texture.detach().contiguous().numpy().reshape(-1, c)
+        tex = texture.detach().contiguous().numpy().reshape(-1, c)
         lo = np.empty((rows - tex.shape[0], c), dtype=np.float32)
         out = background_rows.detach().contiguous().clone()
+        regions = None
         with NUMBA_LOCK:
-            if levels > 1:
+            if levels > 1:  # only the part of the pyramid the taps read (level_regions)
+                regions = level_regions(index.numpy(), sizes, offsets)
                 build_levels(tex, sizes, offsets, lo, regions)
             gather_forward(tex, lo, pixels.numpy(), index.numpy(), weight.numpy(), out.numpy())
         ctx.save_for_backward(pixels, index, weight)
-        ctx.meta = (sizes, offsets, rows, tuple(texture.shape), regions, s0)
+        ctx.meta = (sizes, offsets, rows, tuple(texture.shape), regions)
         return out
 
     @staticmethod
@@ -226,7 +201,7 @@ class _NumbaMipRender(torch.autograd.Function):
         from engine.raster.numba_lookup import collapse_levels, gather_backward
 
         pixels, index, weight = ctx.saved_tensors
-        sizes, offsets, rows, shape, regions, s0 = ctx.meta
+        sizes, offsets, rows, shape, regions = ctx.meta
         n0 = shape[0] * shape[1]
         g0 = np.zeros((n0, shape[2]), dtype=np.float32)
         glo = np.zeros((rows - n0, shape[2]), dtype=np.float32)
@@ -234,11 +209,7 @@ class _NumbaMipRender(torch.autograd.Function):
             gather_backward(grad.contiguous().numpy(), pixels.numpy(), index.numpy(), weight.numpy(), g0, glo)
             if len(sizes) > 1:
                 collapse_levels(sizes, offsets, g0, glo, regions)
-        g = torch.from_numpy(g0).view(shape)
-        if s0 is not None:  # d sigmoid = s (1 - s), by torch's own kernel; zero outside the region
-            y0 = int(regions[0, 0])
-            g[y0:y0 + s0.shape[0]] = torch.ops.aten.sigmoid_backward(g[y0:y0 + s0.shape[0]], s0)
-        return g, None, None, None, None, None, None
+        return torch.from_numpy(g0).view(shape), None, None, None, None, None
 
 
 def _torch_mip_gather(texture: torch.Tensor, index: torch.Tensor, weight: torch.Tensor, levels: int) -> torch.Tensor:
@@ -303,18 +274,14 @@ def render_with_plan(
     background=None,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """``render_texture`` from a plan alone; shape = the G-buffer's (B, H, W). ``texture``
-    may be a ``SigmoidTexture``."""
+    """``render_texture`` from a plan alone; shape = the G-buffer's (B, H, W)."""
     b, h, w = shape
     c = texture.shape[-1]
     bg = _background(config, b, c, background, generator, texture.device, texture.dtype)  # (B, C)
     flat = bg[:, None, :].expand(b, h * w, c).reshape(b * h * w, c)
-    lazy = isinstance(texture, SigmoidTexture)
     if _use_numba(texture) and not flat.requires_grad:
-        img = _NumbaMipRender.apply(texture.logits if lazy else texture, plan.pixels, plan.index, plan.weight,
-                                    plan.levels, flat, lazy)
+        img = _NumbaMipRender.apply(texture, plan.pixels, plan.index, plan.weight, plan.levels, flat)
     else:
-        texture = texture.dense() if lazy else texture
         vals = mip_gather(texture, plan.index, plan.weight, plan.levels)  # (N, C)
         img = flat.index_put((plan.pixels,), vals)
     img = img.view(b, h, w, c).permute(0, 3, 1, 2)

@@ -81,8 +81,7 @@ def level_regions(index, sizes, offsets):
 
     That is the bounding box of the taps (``index`` (N, K) table rows) that fall in level l,
     united with the 2x2 parents of level l + 1's region (needed to build it). A level no tap
-    reaches, with nothing above it, is empty (y1 <= y0). Row 0 is the texture's own region: the
-    texels the taps and level 1's region read (``SigmoidTexture`` evaluates only those). The
+    reaches, with nothing above it, is empty (y1 <= y0). Row 0 (the texture) is unused. The
     gradient of level l is zero outside its region, so ``collapse_levels`` works there only,
     with bit-identical results. The sample mesh's close-ups read 36% of the pyramid on average
     (median 31%; views spanning distant UV islands read nearly all of it).
@@ -105,7 +104,7 @@ def level_regions(index, sizes, offsets):
             reg[lv, 1] = max(reg[lv, 1], y + 1)
             reg[lv, 2] = min(reg[lv, 2], x)
             reg[lv, 3] = max(reg[lv, 3], x + 1)
-    for lv in range(nl - 2, -1, -1):
+    for lv in range(nl - 2, 0, -1):
         if reg[lv + 1, 1] > reg[lv + 1, 0]:
             reg[lv, 0] = min(reg[lv, 0], 2 * reg[lv + 1, 0])
             reg[lv, 1] = max(reg[lv, 1], 2 * reg[lv + 1, 1])

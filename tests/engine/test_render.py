@@ -203,29 +203,3 @@ def test_a_close_up_builds_only_the_pyramid_it_reads_with_identical_results(ctx)
     (i32 * up).sum().backward()
     (i64 * up.double()).sum().backward()
     assert torch.allclose(t32.grad, t64.grad.float(), atol=1e-5)
-
-
-@pytest.mark.parametrize("filt,levels", [(FilterMode.MIP, None), (FilterMode.MIP, 1), (FilterMode.BILINEAR, None)])
-def test_sigmoid_texture_renders_like_the_dense_sigmoid(ctx, filt, levels):
-    """``SigmoidTexture``: the CPU path evaluates sigmoid(logits) only where the close-up reads;
-    values and gradients equal rendering torch.sigmoid(logits), whose gradient is the same
-    outside the read region (zero) and inside it; the torch path (float64) agrees too."""
-    from engine.render import SigmoidTexture
-
-    cams = orbit_cameras(np.array([0.0]), np.array([0.0]), 2.8, OrbitConfig(fov_deg=8.0))  # about a third of the quad
-    gb = rasterize(ctx, front_quad(), cams, 32)
-    cfg = RenderConfig(filter=filt, max_mip_levels=levels)
-    logits = torch.randn(256, 256, 3) * 2
-    up = torch.randn(1, 3, 32, 32)
-    a, b = logits.clone().requires_grad_(True), logits.clone().requires_grad_(True)
-    ia = render_texture(SigmoidTexture(a), gb, cfg, background=(0.2, 0.4, 0.6))
-    ib = render_texture(torch.sigmoid(b), gb, cfg, background=(0.2, 0.4, 0.6))
-    assert torch.equal(ia, ib)
-    (ia * up).sum().backward()
-    (ib * up).sum().backward()
-    assert torch.equal(a.grad, b.grad)
-    assert 0 < np.count_nonzero(a.grad.abs().sum(-1).numpy()) < 0.5 * 256 * 256  # a part of the texture
-    d = logits.double().requires_grad_(True)  # torch path
-    idd = render_texture(SigmoidTexture(d), gb, cfg, background=(0.2, 0.4, 0.6))
-    (idd * up.double()).sum().backward()
-    assert torch.allclose(idd.float(), ia, atol=1e-5) and torch.allclose(d.grad.float(), a.grad, atol=1e-6)
