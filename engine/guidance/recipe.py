@@ -25,6 +25,9 @@ A recipe fixes every optimization setting the SDS-Bridge authors chose
     0.475 -> 0.468, saturation error 0.021 -> 0.026, HF ratio 2.69 -> 0.94; quad colour
     0.79 -> 0.99, pattern 0.50 -> 0.63. Either change alone did less (5 jobs: CFG 7.5 wood
     colour cube 0.54 / quad 0.00; the decay at CFG 40 0.62 on the quad).
+  - chosen on the 1000-step default job: at 500 steps (``--quick``) the decay, spread over the
+    shorter run, left textures softer than before (curved HF ratio 0.76 -> 0.33, colour 0.99 ->
+    0.90); ``lr_final_fraction=1`` restores the constant rate for short jobs.
   - refine jobs keep the learning rate constant (``TextureJob.resolve``): decaying it cut the
     stripes -> checkerboard edit's pattern rate from 0.54 to 0.12.
   Built on PAPER_2D, not PAPER_3D: with lr 0.1 the 3D recipe's structure oversaturated the
