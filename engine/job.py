@@ -78,7 +78,7 @@ class TextureJob:
     learning_rate: float | None = spec_field(None, lo=0.0, hi=10.0, lo_open=True, flag="lr",
                                              default_text="the recipe's (paper 0.01)", help="AdamW learning rate")
     lr_final_fraction: float | None = spec_field(None, lo=0.0, hi=1.0, lo_open=True,
-                                                 default_text="the recipe's (paper 1 = constant)",
+                                                 default_text="the recipe's (paper 1 = constant; refine jobs 1)",
                                                  help="the learning rate decays on a half cosine to lr x this "
                                                       "at the last step (1 = constant)")
     texture_size: int = spec_field(1024, lo=64, hi=MAX_TEXTURE_SIZE, help="texture side in texels, a power of two")
