@@ -6,15 +6,20 @@ evaluation views that no optimization uses (``engine.quality``):
 
     colour   caption colours dominant (fraction of views)     goal >= 0.90 (quad 0.95)
     pattern  pattern classifier recognises the caption        goal >= 0.60 (quad 0.80)
+             (at the texture's own scale: the best of the 3 zoom levels; ``engine.quality``)
+    pat_all  the same over every zoom level together (no goal; a perfect texture scores 0.6-0.7)
     sat_err  |mean saturation - real samples'|                goal <= 0.05
     hf       high-frequency energy / real samples'            goal >= 0.50
     wall     seconds per job
 
-Sanity rows: a world sample laid into the UV square ("perfect") and flat mid-grey.
+Sanity rows: a world sample laid into the UV square ("perfect"), flat mid-grey, and the perfect
+texture scored against the next caption's pattern ("wrong caption": what the best-zoom
+choice gives a texture of the wrong pattern).
 An edit suite refines finished textures (colour edit, pattern edit, face-selection edit).
 
     python benchmarks/texture_quality.py --quick            # < 10 min on an idle 2-core CPU
     python benchmarks/texture_quality.py --out /tmp/tq      # the full table (README)
+    python benchmarks/texture_quality.py --out /tmp/tq --rescore   # re-score its textures, no jobs
 
 Writes OUT/results.json, OUT/grid.png (rows: jobs; columns: methods) and prints the tables.
 ``--workers N`` runs N jobs at a time (default 1: on 2 cores two at once were slower overall).
@@ -101,9 +106,10 @@ def score_texture(mesh_name: str, spec: TextureSpec, texture: np.ndarray) -> dic
     mesh = make_mesh(mesh_name)
     cams = evaluation_cameras(t["ctx"], mesh)
     views = render_views(t["ctx"], mesh, texture, cams)
-    s = score_views(views, spec, t["clf"], reference_stats(spec))
-    return {"colour": s.colour_rate, "pattern": s.pattern_rate, "sat": s.saturation, "sat_err": s.saturation_error,
-            "hf": s.hf_ratio, "views": s.views, "thumbs": views[:4].tolist()}
+    s = score_views(views, spec, t["clf"], reference_stats(spec), cams.zoom)
+    return {"colour": s.colour_rate, "pattern": s.pattern_rate, "pattern_all": s.pattern_all,
+            "pattern_by_zoom": [round(v, 3) for v in s.pattern_by_zoom], "sat": s.saturation,
+            "sat_err": s.saturation_error, "hf": s.hf_ratio, "views": s.views, "thumbs": views[:4].tolist()}
 
 
 def run_job(task: dict) -> dict:
@@ -118,6 +124,8 @@ def run_job(task: dict) -> dict:
     mesh = make_mesh(task["mesh"])
     if task.get("face_mask") is not None:
         mesh = dataclasses.replace(mesh, face_mask=np.asarray(task["face_mask"], bool))
+    if task.get("rescore"):
+        return _rescore(task, mesh)
     job = TextureJob(prompt=task["prompt"], model="embedded", device="cpu", seed=task.get("seed", 0),
                      texture_size=task.get("texture_size", 512), checkpoint_every=10**6, preview_every=10**6,
                      **task["fields"])
@@ -131,6 +139,27 @@ def run_job(task: dict) -> dict:
     if task.get("init_texture_png"):
         init = load_texture_png(task["init_texture_png"])
         out["outside_unchanged"] = _outside_unchanged(mesh, init, texture)
+    return out
+
+
+def _rescore(task: dict, mesh) -> dict:
+    """Score the texture a finished job folder already holds (``--rescore``); wall time from its job.json."""
+    from datetime import datetime
+
+    from engine.export import load_texture_png
+
+    folder = Path(task["out"])
+    if not (folder / "texture.png").is_file():
+        raise SystemExit(f"--rescore: {folder / 'texture.png'} does not exist; run the benchmark into {folder.parents[2]} "
+                         "without --rescore first (it runs the jobs)")
+    meta = json.loads((folder / "job.json").read_text(encoding="utf-8"))
+    wall = (datetime.fromisoformat(meta["finished_at"]) - datetime.fromisoformat(meta["started_at"])).total_seconds()
+    texture = load_texture_png(folder / "texture.png")
+    spec = CAPTIONS[task["score_as"]] if isinstance(task["score_as"], str) else task["score_as"]
+    out = score_texture(task["mesh"], spec, texture)
+    out.update(wall=round(wall, 1), job=task["name"], out=str(folder))
+    if task.get("init_texture_png"):
+        out["outside_unchanged"] = _outside_unchanged(mesh, load_texture_png(task["init_texture_png"]), texture)
     return out
 
 
@@ -154,11 +183,15 @@ def sanity_rows(meshes, captions) -> list[dict]:
     from engine.quality import perfect_texture
 
     rows = []
+    names = list(CAPTIONS)
     for m in meshes:
         mesh = make_mesh(m)
         for c in captions:
             spec = CAPTIONS[c]
-            rows.append({"mesh": m, "caption": c, "kind": "perfect", **score_texture(m, spec, perfect_texture(mesh, spec, 512))})
+            perfect = perfect_texture(mesh, spec, 512)
+            rows.append({"mesh": m, "caption": c, "kind": "perfect", **score_texture(m, spec, perfect)})
+            wrong = CAPTIONS[names[(names.index(c) + 1) % len(names)]]
+            rows.append({"mesh": m, "caption": c, "kind": "wrong caption", **score_texture(m, wrong, perfect)})
             rows.append({"mesh": m, "caption": c, "kind": "grey",
                          **score_texture(m, spec, np.full((512, 512, 3), 0.5, np.float32))})
     return rows
@@ -176,16 +209,16 @@ def summarise(rows: list[dict], key_fn) -> dict:
     groups: dict = {}
     for r in rows:
         groups.setdefault(key_fn(r), []).append(r)
-    return {k: {m: round(float(np.mean([r[m] for r in v])), 3) for m in ("colour", "pattern", "sat_err", "hf", "wall") if m in v[0]}
+    return {k: {m: round(float(np.mean([r[m] for r in v])), 3) for m in ("colour", "pattern", "pattern_all", "sat_err", "hf", "wall") if m in v[0]}
             | {"jobs": len(v)} for k, v in groups.items()}
 
 
 def print_table(title: str, table: dict) -> None:
     print(f"\n{title}")
-    print(f"{'':26s} {'colour':>7s} {'pattern':>8s} {'sat_err':>8s} {'hf':>6s} {'wall s':>7s} {'jobs':>5s}")
+    print(f"{'':26s} {'colour':>7s} {'pattern':>8s} {'pat_all':>8s} {'sat_err':>8s} {'hf':>6s} {'wall s':>7s} {'jobs':>5s}")
     for k, v in table.items():
         name = " / ".join(map(str, k)) if isinstance(k, tuple) else str(k)
-        print(f"{name:26s} {v['colour']:7.2f} {v['pattern']:8.2f} {v['sat_err']:8.3f} {v['hf']:6.2f} "
+        print(f"{name:26s} {v['colour']:7.2f} {v['pattern']:8.2f} {v['pattern_all']:8.2f} {v['sat_err']:8.3f} {v['hf']:6.2f} "
               f"{v.get('wall', float('nan')):7.1f} {v['jobs']:5d}")
 
 
@@ -218,6 +251,9 @@ def main(argv=None) -> int:
                     help="jobs run at once (torch threads = cores / workers); two jobs at once on 2 cores were "
                          "measured 4-5x slower each (numba's and torch's thread pools contend), so 1 is the default")
     ap.add_argument("--no-edits", action="store_true", help="skip the edit suite")
+    ap.add_argument("--rescore", action="store_true",
+                    help="run no jobs: score the textures already in OUT's job folders (after a change to the "
+                         "measurement); wall times come from their job.json")
     a = ap.parse_args(argv)
     plan = Plan(**QUICK) if a.quick else Plan(MESHES, tuple(CAPTIONS), tuple(METHODS), None)
     if a.methods:
@@ -236,7 +272,7 @@ def main(argv=None) -> int:
             for meth in plan.methods:
                 fields = dict(METHODS[meth], **({"steps": steps} if steps else {}))
                 tasks.append(dict(name=f"{m}/{c}/{meth}", mesh=m, prompt=CAPTIONS[c].caption, score_as=c,
-                                  fields=fields, out=str(out / m / c / meth)))
+                                  fields=fields, out=str(out / m / c / meth), rescore=a.rescore))
     from engine.procedural.metrics import PatternClassifier
 
     _STATE["clf"] = PatternClassifier.train()
@@ -248,7 +284,7 @@ def main(argv=None) -> int:
         results = list(pool.map(run_job, tasks))
         rows = [{"mesh": t["mesh"], "caption": t["score_as"], "method": t["name"].split("/")[2], **r}
                 for t, r in zip(tasks, results)]
-        edits = [] if a.no_edits else run_edit_suite(pool, out, steps, rows)
+        edits = [] if a.no_edits else run_edit_suite(pool, out, steps, rows, a.rescore)
     sanity = sanity_rows(plan.meshes, plan.captions)
     strip = lambda r: {k: v for k, v in r.items() if k != "thumbs"}  # noqa: E731
     report = {
@@ -267,18 +303,20 @@ def main(argv=None) -> int:
     print_table("curved meshes (sphere, cube, sample), mean per method", report["by_method_curved"])
     print_table("flat quad, mean per method", report["by_method_quad"])
     print_table("per method and mesh", summarise(rows, lambda r: (r["method"], r["mesh"])))
-    print_table("sanity rows (perfect = a world sample in the UV square; grey = flat 0.5)",
+    print_table("sanity rows (perfect = a world sample in the UV square; grey = flat 0.5; wrong caption = "
+                "the perfect texture scored as the next caption)",
                 summarise(sanity, lambda r: (r["kind"], r["mesh"])))
     if edits:
         print("\nedit suite")
         for e in edits:
             extra = f" outside-selection bit-identical: {e['outside_unchanged']}" if e.get("outside_unchanged") is not None else ""
-            print(f"  {e['job']:44s} colour {e['colour']:.2f} pattern {e['pattern']:.2f} hf {e['hf']:.2f}{extra}")
+            print(f"  {e['job']:44s} colour {e['colour']:.2f} pattern {e['pattern']:.2f} (all zooms {e['pattern_all']:.2f}) "
+                  f"hf {e['hf']:.2f}{extra}")
     print(f"\nwrote {out / 'results.json'} and {out / 'grid.png'}; total {report['total_s']} s")
     return 0
 
 
-def run_edit_suite(pool, out: Path, steps: int | None, rows: list[dict]) -> list[dict]:
+def run_edit_suite(pool, out: Path, steps: int | None, rows: list[dict], rescore: bool = False) -> list[dict]:
     """Refine finished cube textures: red bricks -> blue bricks (colour), stripes -> checkerboard
     (pattern), and blue bricks on the selected faces only (texels outside stay bit-identical)."""
     base = out / "edits"
@@ -286,9 +324,9 @@ def run_edit_suite(pool, out: Path, steps: int | None, rows: list[dict]) -> list
     fields = dict(steps=steps) if steps else {}
     first, _ = pool.map(run_job, [
         dict(name="edit-source: cube red bricks", mesh="cube", prompt=CAPTIONS["bricks"].caption, score_as="bricks",
-             fields=fields, out=str(src)),
+             fields=fields, out=str(src), rescore=rescore),
         dict(name="edit-source: cube stripes", mesh="cube", prompt=CAPTIONS["stripes"].caption, score_as="stripes",
-             fields=fields, out=str(stripes_src))])
+             fields=fields, out=str(stripes_src), rescore=rescore)])
     edit_steps = max(1, (steps or 1000) // 2)
     mask = np.zeros(12, bool)
     mask[:6] = True  # faces +Z, -Z, +X
@@ -306,7 +344,7 @@ def run_edit_suite(pool, out: Path, steps: int | None, rows: list[dict]) -> list
              fields=dict(steps=edit_steps, edit_source_prompt="red bricks", init_texture=str(src / "texture.png"))),
     ]
     first["job"] = "source: cube red bricks (before edits)"
-    return [first] + list(pool.map(run_job, tasks))
+    return [first] + list(pool.map(run_job, [dict(t, rescore=rescore) for t in tasks]))
 
 
 if __name__ == "__main__":
