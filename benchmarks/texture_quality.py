@@ -61,7 +61,7 @@ METHODS = {
     "sds": {"method": "sds"},
     "nfsd": {"method": "nfsd"},
 }
-QUICK = dict(meshes=MESHES, captions=("stripes", "bricks"), methods=("default", "sds"), steps=500)
+QUICK = dict(meshes=MESHES, captions=("stripes", "bricks"), methods=("default", "sds"), steps=None)
 GOALS = {"colour": 0.90, "pattern": 0.60, "sat_err": 0.05, "hf": 0.50}
 QUAD_GOALS = {"colour": 0.95, "pattern": 0.80}
 
@@ -241,7 +241,7 @@ def write_grid(rows: list[dict], methods, path: Path) -> None:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="2 captions x 4 meshes x (default, sds), 500 steps, plus the edit suite")
+    ap.add_argument("--quick", action="store_true", help="2 captions x 4 meshes x (default, sds) at the job default steps, plus the edit suite")
     ap.add_argument("--out", default="/tmp/texbridge_texture_quality", help="folder for job folders and results")
     ap.add_argument("--steps", type=int, help="steps per job (default: the job default)")
     ap.add_argument("--methods", help="comma-separated columns (default: all; quick: default,sds)")
@@ -327,7 +327,9 @@ def run_edit_suite(pool, out: Path, steps: int | None, rows: list[dict], rescore
              fields=fields, out=str(src), rescore=rescore),
         dict(name="edit-source: cube stripes", mesh="cube", prompt=CAPTIONS["stripes"].caption, score_as="stripes",
              fields=fields, out=str(stripes_src), rescore=rescore)])
-    edit_steps = max(1, (steps or 1000) // 2)
+    from engine.guidance.recipe import EMBEDDED
+
+    edit_steps = max(1, (steps or EMBEDDED.steps) // 2)  # half the source jobs' steps
     mask = np.zeros(12, bool)
     mask[:6] = True  # faces +Z, -Z, +X
     tasks = [

@@ -34,7 +34,7 @@ RECIPE_ITEMS = [
     ("auto", "Auto", "The recipe measured best for the model in use"),
     ("paper-2d", "Paper 2D", "The SDS-Bridge authors' 2D recipe: CFG 40, stage 2 = w(t) s (tgt - src) from 50%"),
     ("paper-3d", "Paper 3D", "The authors' threestudio recipe: CFG 100, t_max annealed at 20%, stage 2 = tgt - src from 80%"),
-    ("embedded", "Embedded", "Measured for the embedded model: Paper 2D with CFG 7.5 and learning rate 0.1 decaying to 0.01"),
+    ("embedded", "Embedded", "Measured for the embedded model: Paper 2D with CFG 7.5, 2 views a step for 500 steps, learning rate 0.1 decaying to 0.03"),
 ]
 #: engine.cameras.ViewMode
 VIEWS_ITEMS = [

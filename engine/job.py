@@ -60,7 +60,9 @@ class TextureJob:
     recipe: Recipe = spec_field(Recipe.AUTO, choices=Recipe,
                                 help="optimization preset: auto (measured best for the model), paper-2d, "
                                      "paper-3d (the SDS-Bridge authors'), embedded; see engine/guidance/recipe.py")
-    steps: int = spec_field(1000, lo=1, hi=1_000_000, help="optimization steps (paper: 1000)")
+    steps: int | None = spec_field(None, lo=1, hi=1_000_000,
+                                   default_text="the recipe's (paper 1000; embedded 500, at 2 views a step)",
+                                   help="optimization steps")
     stage_two_start: int | None = spec_field(
         None, lo=0, default_text="the recipe's fraction of the steps (paper-2d 50%, paper-3d 80%)",
         help="step where Bridge switches from its SDS warm-up to the calibrated bridge (ignored by sds/nfsd)")
@@ -86,7 +88,9 @@ class TextureJob:
                                          help="rendered view side in pixels (resized to the model's resolution)")
     views: ViewMode = spec_field(ViewMode.AUTO, choices=ViewMode,
                                  help="cameras: auto (the model's choice), orbit (whole object), closeup (surface fills the frame)")
-    views_per_step: int | None = spec_field(None, lo=1, hi=64, default_text="4 on a GPU (1 with memory low), 1 on a CPU",
+    views_per_step: int | None = spec_field(None, lo=1, hi=64,
+                                            default_text="the recipe's (embedded 2), else 4 on a GPU (1 with memory "
+                                                         "low), 1 on a CPU",
                                             help="views rendered per step")
     seed: int = spec_field(0, lo=0, hi=2**63 - 1, help="random seed; a CPU run is deterministic for a seed")
     model: str = spec_field("auto", help="auto | embedded | hub id | diffusers folder | .safetensors file")
@@ -124,7 +128,7 @@ class TextureJob:
             object.__setattr__(self, fs.name, jobschema.check_value(fs, getattr(self, fs.name)))
         if not self.prompt.strip():
             raise SpecError("prompt is empty", fix=Fix("prompt", "give a text prompt in {field}, such as 'red brick wall'"))
-        if self.stage_two_start is not None and self.stage_two_start > self.steps:
+        if self.stage_two_start is not None and self.steps is not None and self.stage_two_start > self.steps:
             raise SpecError(f"stage_two_start={self.stage_two_start} is out of range; allowed: 0..{self.steps} (the steps)")
         if not _is_pow2(self.texture_size):
             raise SpecError(
@@ -157,15 +161,18 @@ class TextureJob:
         and the prior's view and render-size choices for ``auto`` / ``None`` fields."""
         recipe, values = recipe_values(self.recipe, preferred_views)
         over = {k: getattr(self, k) for k in ("cfg_scale", "source_modifier", "target_modifier", "learning_rate",
-                                               "lr_final_fraction") if getattr(self, k) is not None}
+                                               "lr_final_fraction", "steps", "views_per_step") if getattr(self, k) is not None}
         if self.method is GuidanceMethod.NFSD:
             over.setdefault("cfg_scale", default_cfg(GuidanceMethod.NFSD))  # Katzir et al.'s, not the recipe's
         if self.edit_source_prompt is not None:  # refine: a constant lr (measured; engine/guidance/recipe.py)
             over.setdefault("lr_final_fraction", 1.0)
         values = dataclasses.replace(values, **{k: float(v) if k in ("cfg_scale", "learning_rate", "lr_final_fraction") else v
                                                 for k, v in over.items()})
+        if self.stage_two_start is not None and self.stage_two_start > values.steps:
+            raise SpecError(f"stage_two_start={self.stage_two_start} is out of range; allowed: 0..{values.steps} "
+                            f"(the steps: the {recipe.value} recipe's {values.steps}; set steps to run longer)")
         stage_two = (self.stage_two_start if self.stage_two_start is not None
-                     else int(round(values.stage_two_fraction * self.steps)))
+                     else int(round(values.stage_two_fraction * values.steps)))
         return ResolvedJob(self, recipe, values, stage_two,
                            preferred_views if self.views is ViewMode.AUTO else self.views,
                            self.render_size or int(preferred_render_size))
@@ -226,10 +233,15 @@ class ResolvedJob:
     views: ViewMode
     render_size: int
 
+    @property
+    def steps(self) -> int:
+        """The steps the job runs: its own, else the recipe's."""
+        return self.values.steps
+
     def guidance_config(self) -> GuidanceConfig:
         """The guidance settings (the only place job fields become a ``GuidanceConfig``)."""
         v, job = self.values, self.job
-        anneal = None if v.anneal_fraction is None else int(round(v.anneal_fraction * job.steps))
+        anneal = None if v.anneal_fraction is None else int(round(v.anneal_fraction * v.steps))
         return GuidanceConfig(
             method=job.method, cfg_scale=v.cfg_scale, anneal_t_max=v.anneal_t_max, anneal_after_step=anneal,
             stage_two_start=self.stage_two_start, stage_two_scale=v.stage_two_scale,

@@ -45,7 +45,7 @@ def build_views(resolved, ctx, mesh, views_per_step: int):
     job = resolved.job
     if resolved.views is ViewMode.CLOSEUP:
         return CloseupViews(ctx, mesh, CloseupConfig(), resolved.render_size)
-    n_views = min(VIEW_CACHE_MAX, max(VIEW_CACHE_MIN, job.steps * views_per_step))
+    n_views = min(VIEW_CACHE_MAX, max(VIEW_CACHE_MIN, resolved.steps * views_per_step))
     cams = sample_orbit(OrbitConfig(), n_views, torch.Generator().manual_seed(job.seed))
     return CachedViews(ViewCache.build(ctx, mesh, cams, resolved.render_size))
 
@@ -145,9 +145,10 @@ def execute(job: TextureJob, folder: JobFolder, *, mesh, prior, callbacks: JobCa
         record["device"] = {"type": device.type, "dtype": str(prior.dtype).replace("torch.", ""),
                             "name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"}
 
+        resolved = job.resolve(prior.preferred_views, prior.preferred_render_size)  # the recipe's steps and views
         t0 = time.perf_counter()  # --memory and --encoder on the prior (switched per job: servers keep priors)
         prior_setup = setup_prior(prior, device=device, memory=job.memory, encoder=job.encoder,
-                                  tiny_encoder=job.tiny_encoder, views_per_step=job.views_per_step)
+                                  tiny_encoder=job.tiny_encoder, views_per_step=resolved.values.views_per_step)
         record.update(prior_setup.to_dict())
         record["device"]["dtype"] = str(prior.dtype).replace("torch.", "")  # low mode may cast to fp16
         timings["prior_setup_s"] = time.perf_counter() - t0
@@ -163,7 +164,6 @@ def execute(job: TextureJob, folder: JobFolder, *, mesh, prior, callbacks: JobCa
             timings["load_controlnet_s"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
-        resolved = job.resolve(prior.preferred_views, prior.preferred_render_size)
         views_per_step = prior_setup.views_per_step
         ctx = RasterContext(job.backend, device=device)
         record["backend"] = getattr(ctx.backend, "value", str(ctx.backend))
@@ -172,7 +172,7 @@ def execute(job: TextureJob, folder: JobFolder, *, mesh, prior, callbacks: JobCa
 
         render_config = optimization_render_config(job.texture_size, resolved.render_size)
         guidance = resolved.guidance_config()
-        record["resolved"] = resolved.to_dict()
+        record["resolved"] = {**resolved.to_dict(), "views_per_step": views_per_step}  # what the loop renders
         folder.write_record(record)
         init = None
         if start is None:
@@ -192,7 +192,7 @@ def execute(job: TextureJob, folder: JobFolder, *, mesh, prior, callbacks: JobCa
         with snapshots:  # at the end: the last writes delivered, a failed one raised
             result = optimize_texture(
                 prior=prior, views=views, guidance=guidance, prompt=job.prompt, render_config=render_config,
-                config=OptimizeConfig(steps=job.steps, learning_rate=resolved.values.learning_rate,
+                config=OptimizeConfig(steps=resolved.steps, learning_rate=resolved.values.learning_rate,
                                       betas=resolved.values.betas, eps=resolved.values.eps,
                                       lr_final_fraction=resolved.values.lr_final_fraction,
                                       views_per_step=views_per_step, checkpoint_every=job.checkpoint_every,

@@ -43,7 +43,8 @@ class Job(BaseModel):
     started_at: str | None = Field(description="ISO 8601 UTC timestamp of the first start.")
     finished_at: str | None = Field(description="ISO 8601 UTC timestamp.")
     step: int = Field(description="Steps completed.")
-    total_steps: int
+    total_steps: int = Field(description="Steps the job runs: the spec's steps; 0 until the first progress event "
+                                         "when the spec sets none (the recipe's steps, known once the model is loaded).")
     stage: int = Field(description="0 before the first step; 1 = SDS warm-up, 2 = bridge.")
     preview_version: int = Field(description="Latest texture version (0 = none yet).")
     error: str | None

@@ -171,7 +171,7 @@ async def handle_submit(request: Request, config: ServerConfig, store: JobStore,
                         f"need {upload / 2**20:.1f} MB there: free disk space and resubmit")
         raise
     try:
-        created = await run_in_threadpool(store.create_job, job_id, spec, job.steps, key)
+        created = await run_in_threadpool(store.create_job, job_id, spec, job.steps or 0, key)  # 0: the recipe's, known at the first step
     except DuplicateKey as dup:
         shutil.rmtree(job_dir, ignore_errors=True)
         return JSONResponse(dup.job, status_code=200)

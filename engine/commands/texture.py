@@ -93,13 +93,14 @@ class CancelOnSigint:
 LOG_INTERVAL_S = 5.0
 
 
-def progress_callbacks(total: int, quiet: bool, cancel=None, desc: str = "texture", stream=None,
+def progress_callbacks(total: int | None, quiet: bool, cancel=None, desc: str = "texture", stream=None,
                        interval_s: float = LOG_INTERVAL_S, clock=time.monotonic):
     """(JobCallbacks, close) reporting progress on ``stream`` (default stderr).
 
     A terminal gets a tqdm bar showing stage, t and loss. Anything else (a log file, CI) gets
     plain lines, at most one every ``interval_s`` seconds plus the last step's, instead of
-    a line per step.
+    a line per step. ``total``: the job's steps; None = the events' ``total_steps`` (a job that
+    sets no steps gets its recipe's, known once the model is loaded).
     """
     from engine.runner import JobCallbacks
 
@@ -116,7 +117,7 @@ def progress_callbacks(total: int, quiet: bool, cancel=None, desc: str = "textur
     def on_progress(ev) -> None:
         bar = state.get("bar")
         if bar is None:
-            bar = state["bar"] = tqdm(total=total, initial=ev.step - 1, desc=desc, unit="step",
+            bar = state["bar"] = tqdm(total=total if total is not None else ev.total_steps, initial=ev.step - 1, desc=desc, unit="step",
                                       dynamic_ncols=True, file=stream)
         bar.n = ev.step
         bar.set_postfix(stage=ev.stage, t=ev.t, loss=f"{ev.loss:.4g}", refresh=False)
@@ -129,11 +130,12 @@ def progress_callbacks(total: int, quiet: bool, cancel=None, desc: str = "textur
     return JobCallbacks(on_progress=on_progress, should_cancel=cancel), close
 
 
-def _log_lines(total: int, desc: str, stream, interval_s: float, clock):
+def _log_lines(total_given: int | None, desc: str, stream, interval_s: float, clock):
     """on_progress for a stream that is not a terminal: one line per ``interval_s``."""
     last = {"t": None}
 
     def on_progress(ev) -> None:
+        total = total_given if total_given is not None else ev.total_steps
         now = clock()
         if ev.step < total and last["t"] is not None and now - last["t"] < interval_s:
             return
@@ -161,7 +163,7 @@ def run(args: argparse.Namespace) -> int:
     configure_logging()
     job, out, resume = build_job(args)
     with CancelOnSigint() as cancel:
-        callbacks, close = progress_callbacks(job.steps, args.quiet, cancel)
+        callbacks, close = progress_callbacks(job.steps, args.quiet, cancel)  # None: the events carry the recipe's
         try:
             result = run_texture_job(job, out, callbacks=callbacks, resume=resume)
         finally:

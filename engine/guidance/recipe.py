@@ -81,6 +81,11 @@ class RecipeValues:
         lr_final_fraction: the learning rate decays on a half cosine to ``learning_rate *
             lr_final_fraction`` at the last step (``OptimizeConfig.lr_final_fraction``); 1.0 =
             constant, as in both of the authors' recipes.
+        steps: optimization steps when the job sets none (1000: the 2D recipe's count; the 3D
+            recipe's 25000 NeRF steps are not copied, its stage fractions are).
+        views_per_step: views rendered per step when the job sets none; ``None`` = the device's
+            (``memory.views_per_step_for``: 4 on a GPU, 1 on a CPU); both of the authors'
+            recipes render one view a step (``batch_size: 1``).
     """
 
     cfg_scale: float
@@ -95,6 +100,8 @@ class RecipeValues:
     betas: tuple[float, float]
     eps: float
     lr_final_fraction: float = 1.0
+    steps: int = 1000
+    views_per_step: int | None = None
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -112,7 +119,8 @@ PAPER_3D = RecipeValues(
     target_modifier="", source_modifier=PAPER_SOURCE_MODIFIER,
     anneal_fraction=0.2, anneal_t_max=0.5, learning_rate=0.01, betas=(0.9, 0.99), eps=1e-15,
 )
-EMBEDDED = dataclasses.replace(PAPER_2D, learning_rate=0.1, lr_final_fraction=0.1, cfg_scale=7.5)
+EMBEDDED = dataclasses.replace(PAPER_2D, learning_rate=0.1, lr_final_fraction=0.3, cfg_scale=7.5, steps=500,
+                               views_per_step=2)
 _VALUES = {Recipe.PAPER_2D: PAPER_2D, Recipe.PAPER_3D: PAPER_3D, Recipe.EMBEDDED: EMBEDDED}
 
 

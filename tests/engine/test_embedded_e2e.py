@@ -87,4 +87,7 @@ def test_auto_model_offline_runs_on_the_embedded_model_and_says_so(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "embedded" in proc.stderr and "huggingface-cli download" in proc.stderr  # the warning
     assert "model: embedded" in proc.stdout
-    assert json.loads((out / "job.json").read_text())["model"] == "embedded"
+    record = json.loads((out / "job.json").read_text())
+    assert record["model"] == "embedded" and record["steps_done"] == 2
+    # the embedded recipe's views per step (the job sets none), its steps overridden by --steps
+    assert (record["resolved"]["recipe"], record["resolved"]["views_per_step"], record["resolved"]["steps"]) == ("embedded", 2, 2)

@@ -159,6 +159,7 @@ def test_recipes_resolve_to_the_authors_numbers():
         assert v.source_modifier == PAPER_SOURCE_MODIFIER
         assert (v.learning_rate, v.betas, v.eps) == (0.01, (0.9, 0.99), 1e-15)
         assert v.lr_final_fraction == 1.0  # both of the authors' recipes keep the learning rate constant
+        assert (v.steps, v.views_per_step) == (1000, None)  # the 2D count; the device's views per step
 
 
 def test_auto_picks_by_the_priors_views():
@@ -168,11 +169,32 @@ def test_auto_picks_by_the_priors_views():
     assert recipe_values(Recipe.AUTO, ViewMode.ORBIT)[0] is Recipe.PAPER_2D
     r = TextureJob(prompt="x").resolve(ViewMode.CLOSEUP, 64)
     assert (r.recipe, r.values.learning_rate, r.views, r.render_size) == (Recipe.EMBEDDED, 0.1, ViewMode.CLOSEUP, 64)
-    assert (r.values.cfg_scale, r.values.lr_final_fraction, r.values.stage_two_fraction) == (7.5, 0.1, 0.5)
+    assert (r.values.cfg_scale, r.values.lr_final_fraction, r.values.stage_two_fraction) == (7.5, 0.3, 0.5)
     edit = TextureJob(prompt="blue bricks", edit_source_prompt="red bricks").resolve(ViewMode.CLOSEUP, 64)
     assert edit.values.lr_final_fraction == 1.0  # refine keeps the learning rate constant
     assert TextureJob(prompt="b", edit_source_prompt="a", lr_final_fraction=0.5).resolve().values.lr_final_fraction == 0.5
     assert TextureJob(prompt="x", views="orbit", render_size=128).resolve(ViewMode.CLOSEUP, 64).views is ViewMode.ORBIT
+
+
+def test_the_recipe_fixes_steps_and_views_per_step_unless_the_job_does():
+    """A job without steps gets its recipe's (embedded: EMBEDDED_STEPS at 2 views a step;
+    paper recipes 1000 at the device's views); set fields win; stage 2 and the anneal follow."""
+    from engine.cameras import ViewMode
+    from engine.errors import SpecError
+    from engine.guidance.recipe import EMBEDDED
+
+    r = TextureJob(prompt="x").resolve(ViewMode.CLOSEUP, 64)
+    assert (r.steps, r.values.views_per_step, r.stage_two_start) == (EMBEDDED.steps, 2, EMBEDDED.steps // 2)
+    assert r.to_dict()["steps"] == EMBEDDED.steps and r.to_dict()["views_per_step"] == 2  # job.json records them
+    sd = TextureJob(prompt="x").resolve(ViewMode.ORBIT, 512)
+    assert (sd.steps, sd.values.views_per_step, sd.stage_two_start) == (1000, None, 500)
+    own = TextureJob(prompt="x", steps=300, views_per_step=1).resolve(ViewMode.CLOSEUP, 64)
+    assert (own.steps, own.values.views_per_step, own.stage_two_start) == (300, 1, 150)
+    p3 = TextureJob(prompt="x", recipe="paper-3d").resolve(ViewMode.CLOSEUP, 64).guidance_config()
+    assert (p3.stage_two_start, p3.anneal_after_step) == (800, 200)
+    with pytest.raises(SpecError, match=f"allowed: 0..{EMBEDDED.steps} .*embedded recipe's"):
+        TextureJob(prompt="x", stage_two_start=EMBEDDED.steps + 1).resolve(ViewMode.CLOSEUP, 64)
+    assert TextureJob(prompt="x", stage_two_start=EMBEDDED.steps + 1).resolve(ViewMode.ORBIT).stage_two_start == EMBEDDED.steps + 1
 
 
 def test_job_resolution_of_the_3d_recipe_and_overrides():

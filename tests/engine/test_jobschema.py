@@ -114,7 +114,7 @@ def test_generated_flags_parse_into_job_fields():
     ({"view_dependent_prompts": "yes"}, "view_dependent_prompts='yes' must be true or false"),
     ({"backend": "opengl"}, "allowed: auto, numba, nvdiffrast"),
     ({"views": "top"}, "allowed: auto, orbit, closeup"),
-    ({"steps": None}, "steps must not be null"),
+    ({"seed": None}, "seed must not be null"),
     ({"render_size": 8}, "allowed: 16..4096"),
 ])
 def test_the_one_validator_names_what_is_allowed(fields, message):

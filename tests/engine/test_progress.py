@@ -52,3 +52,15 @@ def test_quiet_prints_nothing():
     stream = io.StringIO()
     callbacks, _ = progress_callbacks(5, quiet=True, stream=stream)
     assert callbacks.on_progress is None and stream.getvalue() == ""
+
+
+def test_a_job_without_steps_takes_the_total_from_its_events():
+    """No steps in the spec: the recipe's (e.g. the embedded 500) arrive with the first event."""
+    stream, tty = io.StringIO(), Tty()
+    for s in (stream, tty):
+        callbacks, close = progress_callbacks(None, quiet=False, stream=s, interval_s=5.0, clock=FakeClock())
+        for step in (1, 2, 3):
+            callbacks.on_progress(event(step, 3))
+        close()
+    assert stream.getvalue().splitlines()[-1].startswith("texture: step 3/3") and "eta" not in stream.getvalue().splitlines()[-1]
+    assert "3/3" in tty.getvalue()

@@ -77,6 +77,18 @@ def test_running_job_cannot_be_deleted_and_unload_waits(server, client):
     assert client.post("/v1/unload").json() == {"unloaded": None}
 
 
+def test_a_spec_without_steps_gets_the_recipes_at_the_first_step(client):
+    """total_steps is 0 until the worker resolves the recipe (the tiny SD model: paper-2d, 1000 steps)."""
+    spec = {k: v for k, v in TINY_SPEC.items() if k != "steps"}
+    created = submit(client, spec).json()
+    assert created["total_steps"] == 0 and created["spec"].get("steps") is None
+    events = read_events(client, created["id"], until=lambda e: e[1] == "progress")
+    assert events[-1][2]["total_steps"] == 1000
+    assert client.get(f"/v1/jobs/{created['id']}").json()["total_steps"] == 1000
+    client.post(f"/v1/jobs/{created['id']}/cancel")
+    assert read_events(client, created["id"])[-1][1] == "cancelled"
+
+
 def test_cancel_queued_job(client):
     blocker = submit(client, dict(TINY_SPEC, steps=400)).json()
     queued = submit(client).json()
