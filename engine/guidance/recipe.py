@@ -13,33 +13,43 @@ A recipe fixes every optimization setting the SDS-Bridge authors chose
   (5000 of 25000); stage 2 from 80% (20000 of 25000).
 - Both: AdamW betas (0.9, 0.99), eps 1e-15, lr 0.01; the same source modifier.
 - ``EMBEDDED``: measured for the embedded prior with close-up views
-  (``benchmarks/texture_quality.py``; README, "Texture quality"): ``PAPER_2D`` with AdamW lr
-  0.1 decaying on a half cosine to 0.01 (``lr_final_fraction`` 0.1) and CFG 7.5.
+  (``benchmarks/texture_quality.py``; README, "Texture quality"): ``PAPER_2D`` with CFG 7.5,
+  AdamW lr 0.1 decaying on a half cosine to 0.03 (``lr_final_fraction`` 0.3), and 500 steps
+  at 2 views a step. Pattern rates below are at the texture's best zoom (``engine.quality``)
+  unless marked "all zooms".
   - lr 0.1: each texel is seen in a few percent of the steps, so at lr 0.01 most of the
     surface is still near its initial grey after 1000 steps (sphere, "blue and white
-    stripes", 300 steps: lr 0.01 colour match 0.00 / pattern 0.00 / HF ratio 0.01; lr 0.05
-    0.00 / 0.08 / 0.28; lr 0.1 0.88 / 0.33 / 0.74; lr 0.2 1.00 / 0.25 / 1.29).
+    stripes", 300 steps: lr 0.01 colour match 0.00 / pattern (all zooms) 0.00 / HF ratio 0.01;
+    lr 0.05 0.00 / 0.08 / 0.28; lr 0.1 0.88 / 0.33 / 0.74; lr 0.2 1.00 / 0.25 / 1.29).
   - the decay and CFG 7.5: at a constant lr 0.1 and CFG 40, "brown wood" came out black and
     yellow (HF 10-24x real samples', brown dominant in 0.00 of quad views) and tiles lost their
-    colours. Over the full suite (1000 steps, 24 jobs): curved colour 0.89 -> 0.98, pattern
-    0.475 -> 0.468, saturation error 0.021 -> 0.026, HF ratio 2.69 -> 0.94; quad colour
-    0.79 -> 0.99, pattern 0.50 -> 0.63. Either change alone did less (5 jobs: CFG 7.5 wood
-    colour cube 0.54 / quad 0.00; the decay at CFG 40 0.62 on the quad).
-  - chosen on the 1000-step default job: at 500 steps (``--quick``) the decay, spread over the
-    shorter run, left textures softer than before (curved HF ratio 0.76 -> 0.33, colour 0.99 ->
-    0.90); ``lr_final_fraction=1`` restores the constant rate for short jobs.
+    colours. Over the full suite (1000 steps, 24 jobs, decay to 0.01): curved colour 0.89 ->
+    0.98, pattern (all zooms) 0.475 -> 0.468, saturation error 0.021 -> 0.026, HF ratio 2.69 ->
+    0.94; quad colour 0.79 -> 0.99, pattern (all zooms) 0.50 -> 0.63. Either change alone did
+    less (5 jobs: CFG 7.5 wood colour cube 0.54 / quad 0.00; the decay at CFG 40 0.62 on the quad).
+  - 500 steps x 2 views: the same 1000 rendered views as 1000 x 1 in about two thirds of the
+    time, because the embedded UNet is overhead-bound (a batch of 4 costs 1.3-1.4x a batch of
+    2). Suite (24 jobs; curved colour / pattern / saturation error / HF, then quad colour /
+    pattern): 1000 x 1 (the previous recipe) 0.98 / 0.75 / 0.026 / 0.94, 0.99 / 0.92; 700 x 1
+    0.94 / 0.66 / 0.030 / 0.66, 1.00 / 0.98; 500 x 2 0.93 / 0.73 / 0.033 / 0.62, 0.99 / 0.92;
+    600 x 2 0.97 / 0.79 / 0.030 / 0.77, 1.00 / 0.94; 250 x 4 0.84 / 0.68 / 0.051 / 0.39, 1.00 /
+    0.98; 500 x 2 decaying to 0.03 instead of 0.01 (this recipe) 0.95 / 0.77 / 0.037 / 0.87,
+    0.99 / 0.94. The README's main job: 70.6-81.4 s at 1000 x 1, 44.5-55.2 s at 500 x 2,
+    54.3-68.0 s at 600 x 2 (interleaved runs), so 600 x 2 would miss the 60 s goal in a slow
+    period of this machine.
   - refine jobs keep the learning rate constant (``TextureJob.resolve``): decaying it cut the
-    stripes -> checkerboard edit's pattern rate from 0.54 to 0.12.
+    stripes -> checkerboard edit's pattern rate (all zooms) from 0.54 to 0.12.
   Built on PAPER_2D, not PAPER_3D: with lr 0.1 the 3D recipe's structure oversaturated the
-  sphere (600 steps: colour 0.25, pattern 0.25, saturation error 0.161 vs 2D's 1.00 / 0.46 /
+  sphere (600 steps: colour 0.25, pattern (all zooms) 0.25, saturation error 0.161 vs 2D's 1.00 / 0.46 /
   0.011).
 - ``AUTO`` (the job default): the recipe measured best for the prior in use
   (``best_recipe``): ``EMBEDDED`` for priors that want close-ups (the embedded prior);
   ``PAPER_2D`` for Stable Diffusion, unmeasured here (no SD weights can be downloaded in
   this project's CI), so it keeps the paper's 2D recipe.
 
-Individual job fields (cfg_scale, stage_two_start, modifiers, learning_rate) override the
-recipe's values; ``job.json`` records the recipe and every value it resolved to.
+Individual job fields (cfg_scale, stage_two_start, modifiers, learning_rate,
+lr_final_fraction, steps, views_per_step) override the recipe's values; ``job.json`` records
+the recipe and every value it resolved to.
 """
 
 from __future__ import annotations
