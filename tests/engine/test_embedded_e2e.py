@@ -71,7 +71,7 @@ def test_texture_follows_the_prompt_with_the_embedded_model(tmp_path, capsys):
     _check_prompts_are_followed(tmp_path, capsys, SHORT)
 
 
-@pytest.mark.slow  # the README's main-job recipe (1000 Bridge steps, default sizes) twice: 2 min here, one thread
+@pytest.mark.slow  # the README's main-job recipe (the embedded recipe's 500 steps at 2 views, default sizes) twice, one thread
 def test_default_recipe_follows_the_prompt_with_the_embedded_model(tmp_path, capsys):
     _check_prompts_are_followed(tmp_path, capsys, [])
 
