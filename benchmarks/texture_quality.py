@@ -113,7 +113,7 @@ def score_texture(mesh_name: str, spec: TextureSpec, texture: np.ndarray) -> dic
 
 
 def run_job(task: dict) -> dict:
-    """One job folder under task['out']; returns its scores."""
+    """One job folder under task['out'] (``task['rescore']``: the finished one there); returns its scores."""
     import dataclasses
 
     from engine.export import load_texture_png
@@ -125,14 +125,15 @@ def run_job(task: dict) -> dict:
     if task.get("face_mask") is not None:
         mesh = dataclasses.replace(mesh, face_mask=np.asarray(task["face_mask"], bool))
     if task.get("rescore"):
-        return _rescore(task, mesh)
-    job = TextureJob(prompt=task["prompt"], model="embedded", device="cpu", seed=task.get("seed", 0),
-                     texture_size=task.get("texture_size", 512), checkpoint_every=10**6, preview_every=10**6,
-                     **task["fields"])
-    t0 = time.perf_counter()
-    res = run_texture_job(job, task["out"], mesh=mesh, prior=t["prior"])
-    wall = time.perf_counter() - t0
-    texture = load_texture_png(res.texture_png)
+        texture_png, wall = _finished_job(Path(task["out"]))
+    else:
+        job = TextureJob(prompt=task["prompt"], model="embedded", device="cpu", seed=task.get("seed", 0),
+                         texture_size=task.get("texture_size", 512), checkpoint_every=10**6, preview_every=10**6,
+                         **task["fields"])
+        t0 = time.perf_counter()
+        texture_png = run_texture_job(job, task["out"], mesh=mesh, prior=t["prior"]).texture_png
+        wall = time.perf_counter() - t0
+    texture = load_texture_png(texture_png)
     spec = CAPTIONS[task["score_as"]] if isinstance(task["score_as"], str) else task["score_as"]
     out = score_texture(task["mesh"], spec, texture)
     out.update(wall=round(wall, 1), job=task["name"], out=str(task["out"]))
@@ -142,25 +143,16 @@ def run_job(task: dict) -> dict:
     return out
 
 
-def _rescore(task: dict, mesh) -> dict:
-    """Score the texture a finished job folder already holds (``--rescore``); wall time from its job.json."""
+def _finished_job(folder: Path) -> tuple[Path, float]:
+    """(texture.png, wall seconds from job.json) of a job folder a run already filled (``--rescore``)."""
     from datetime import datetime
 
-    from engine.export import load_texture_png
-
-    folder = Path(task["out"])
     if not (folder / "texture.png").is_file():
-        raise SystemExit(f"--rescore: {folder / 'texture.png'} does not exist; run the benchmark into {folder.parents[2]} "
+        raise SystemExit(f"--rescore: {folder / 'texture.png'} does not exist; run the benchmark into this --out "
                          "without --rescore first (it runs the jobs)")
     meta = json.loads((folder / "job.json").read_text(encoding="utf-8"))
     wall = (datetime.fromisoformat(meta["finished_at"]) - datetime.fromisoformat(meta["started_at"])).total_seconds()
-    texture = load_texture_png(folder / "texture.png")
-    spec = CAPTIONS[task["score_as"]] if isinstance(task["score_as"], str) else task["score_as"]
-    out = score_texture(task["mesh"], spec, texture)
-    out.update(wall=round(wall, 1), job=task["name"], out=str(folder))
-    if task.get("init_texture_png"):
-        out["outside_unchanged"] = _outside_unchanged(mesh, load_texture_png(task["init_texture_png"]), texture)
-    return out
+    return folder / "texture.png", wall
 
 
 def _outside_unchanged(mesh, init: np.ndarray, final: np.ndarray) -> bool | None:
